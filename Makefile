@@ -1,0 +1,27 @@
+# The two set-up commands the README opens with. Both work on a fresh machine.
+PYTHON ?= python3
+PIP    := $(PYTHON) -m pip
+
+.PHONY: demo test install-dev lint typecheck pytest
+
+# Main job: install, quantize the bundled demo model, then generate with the result.
+demo:
+	$(PIP) install -q -e '.[all]'
+	amalia-edge quantize --out demo-artifacts
+	amalia-edge generate demo-artifacts "Conta-me uma história sobre Lisboa." --max-tokens 48
+
+install-dev:
+	$(PIP) install -q -e '.[dev]'
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+typecheck:
+	$(PYTHON) -m mypy
+
+pytest:
+	$(PYTHON) -m pytest -q
+
+# Tests: install everything, then lint, type-check and run the whole suite.
+test: install-dev lint typecheck pytest

@@ -1,0 +1,104 @@
+"""The ``amalia-edge`` command line: parse, call the library, print, map errors.
+
+Each subcommand lives in ``amalia_edge.commands.<module>`` and exposes two functions:
+
+``add_arguments(parser: argparse.ArgumentParser) -> None``
+    declares its options;
+``run(args: argparse.Namespace) -> int``
+    calls the library and prints results (stdout carries results only; progress and logs go
+    to stderr), returning the exit status.
+
+Only the module of the command being run is imported, so ``amalia-edge --help`` never loads
+llama.cpp, ONNX Runtime, TensorRT or Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from amalia_edge import __version__
+from amalia_edge.errors import AmaliaEdgeError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    help: str
+
+
+# One row per subcommand; the order is the order ``--help`` lists them in.
+COMMANDS: tuple[Command, ...] = (
+    Command("quantize", "quantize", "convert a Hugging Face checkpoint to GGUF (and ONNX)"),
+    Command("quality", "quality", "measure what each quant type costs on pt-PT text (PPL, KLD)"),
+    Command("doctor", "doctor", "probe this machine and say which backend would run and why"),
+    Command("generate", "generate", "generate a reply to one prompt, streamed"),
+    Command("chat", "chat", "chat with a model in the terminal (Textual TUI)"),
+    Command("bench", "bench", "benchmark backends and quant types: tokens/s, latency, watts"),
+    Command("power", "power", "show or change the Jetson power mode and clocks"),
+    Command("build-engine", "build_engine", "build TensorRT engines from ONNX on this device"),
+)
+
+
+def _selected(argv: Sequence[str]) -> Command | None:
+    names = {c.name: c for c in COMMANDS}
+    for token in argv:
+        if token.startswith("-"):
+            continue
+        return names.get(token)
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amalia-edge",
+        description="Run European-Portuguese LLMs (AMÁLIA, EuroLLM) on the edge.",
+    )
+    parser.add_argument("--version", action="version", version=f"amalia-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = _selected(argv)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if chosen is not None and cmd.name == chosen.name:
+            module = importlib.import_module(f"amalia_edge.commands.{cmd.module}")
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else
+                                        logging.INFO if verbose == 1 else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(run(args) or 0)
+    except AmaliaEdgeError as exc:
+        print(f"amalia-edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("amalia-edge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `amalia-edge ... | head` closed the pipe: not an error
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
