@@ -1,0 +1,3 @@
+"""Shared pytest fixtures (checkpoints)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Shared pytest fixtures (device)."""
+
+from __future__ import annotations

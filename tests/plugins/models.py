@@ -1,0 +1,3 @@
+"""Shared pytest fixtures (models)."""
+
+from __future__ import annotations

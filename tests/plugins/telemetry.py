@@ -1,0 +1,3 @@
+"""Shared pytest fixtures (telemetry)."""
+
+from __future__ import annotations
