@@ -1,0 +1,136 @@
+"""Telemetry: power, thermal, memory and load samplers behind one interface.
+
+```python
+from amalia_edge.telemetry import default_monitor
+mon = default_monitor(root="/", interval=0.1)
+mon.start()            # -> [SourceStatus(name, available, reason), ...]
+mon.latest()           # -> Snapshot | None (never None after start())
+samples = mon.stop()   # -> list[Snapshot], oldest first
+```
+
+``Snapshot`` fields: ``t`` (perf_counter s, same clock as runtime events), ``power_w``
+(total W or ``None`` when no power source is readable), ``power_label`` (what the total sums:
+``module_rails_sum`` on AGX Orin, ``VDD_IN`` where a board has an input rail,
+``rapl_package_sum`` on x86), ``rails`` {name: W}, ``cpu_percent``, ``mem_used`` (bytes),
+``rss`` (bytes, this process), ``temps`` {zone: °C}, ``gpu_load`` (%), ``gpu_freq`` (Hz).
+Energy over a span: :func:`energy_joules` (trapezoidal ∫ power dt over the snapshots).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+
+from amalia_edge.telemetry.base import Monitor, Reading, Sampler, Snapshot, SourceStatus
+from amalia_edge.telemetry.ina3221 import INA3221Sampler
+from amalia_edge.telemetry.rapl import RaplSampler
+from amalia_edge.telemetry.system import SystemSampler
+from amalia_edge.telemetry.tegrastats import TegrastatsSampler
+
+__all__ = [
+    "FallbackSampler",
+    "Monitor",
+    "Reading",
+    "Sampler",
+    "Snapshot",
+    "SourceStatus",
+    "default_monitor",
+    "default_samplers",
+    "energy_joules",
+    "power_stats",
+]
+
+
+class FallbackSampler(Sampler):
+    """Use ``primary`` when it opens, else ``fallback``; the status says which and why."""
+
+    def __init__(self, name: str, primary: Sampler, fallback: Sampler) -> None:
+        self.name = name
+        self.primary, self.fallback = primary, fallback
+        self.chosen: Sampler | None = None
+
+    def open(self) -> SourceStatus:
+        st = self.primary.open()
+        if st.available:
+            self.chosen = self.primary
+            return SourceStatus(self.name, True, f"{st.name}: {st.reason}")
+        st2 = self.fallback.open()
+        if st2.available:
+            self.chosen = self.fallback
+            return SourceStatus(self.name, True, f"{st2.name} ({st.name} unavailable: {st.reason})")
+        return SourceStatus(self.name, False, f"{st.reason}; {st2.name}: {st2.reason}")
+
+    def read(self) -> Reading:
+        if self.chosen is None:
+            raise OSError("no source opened")
+        return self.chosen.read()
+
+    def close(self) -> None:
+        self.primary.close()
+        self.fallback.close()
+
+
+def default_samplers(
+    root: str | os.PathLike[str] = "/", interval: float = 0.1, pid: int | None = None
+) -> list[Sampler]:
+    """Samplers in priority order: Jetson rails (INA3221, else tegrastats), RAPL, system."""
+    return [
+        FallbackSampler(
+            "jetson_power", INA3221Sampler(root), TegrastatsSampler(interval=interval, root=root)
+        ),
+        RaplSampler(root),
+        SystemSampler(root, pid=pid),
+    ]
+
+
+def default_monitor(
+    root: str | os.PathLike[str] = "/", interval: float = 0.1, pid: int | None = None
+) -> Monitor:
+    """A :class:`Monitor` over :func:`default_samplers` (not started)."""
+    return Monitor(default_samplers(root, interval, pid), interval=interval)
+
+
+def energy_joules(
+    samples: Sequence[Snapshot], t0: float | None = None, t1: float | None = None
+) -> float | None:
+    """∫ power dt (trapezoidal) over ``samples`` clipped to [t0, t1]; None if no power data.
+
+    Power between samples is linearly interpolated; the span is clipped at ``t0``/``t1``
+    (interpolating at the edges) so a measurement window need not fall on sample times.
+    """
+    pts = [(s.t, s.power_w) for s in samples if s.power_w is not None]
+    if len(pts) < 2:
+        return None
+    pts.sort()
+    lo = pts[0][0] if t0 is None else max(t0, pts[0][0])
+    hi = pts[-1][0] if t1 is None else min(t1, pts[-1][0])
+    if hi <= lo:
+        return None
+
+    def at(t: float) -> float:
+        for (ta, pa), (tb, pb) in itertools.pairwise(pts):
+            if ta <= t <= tb:
+                return pa if tb == ta else pa + (pb - pa) * (t - ta) / (tb - ta)
+        return pts[-1][1]
+
+    inner = [(t, p) for t, p in pts if lo < t < hi]
+    seq = [(lo, at(lo)), *inner, (hi, at(hi))]
+    return sum((tb - ta) * (pa + pb) / 2 for (ta, pa), (tb, pb) in itertools.pairwise(seq))
+
+
+def power_stats(
+    samples: Sequence[Snapshot], t0: float | None = None, t1: float | None = None
+) -> dict[str, dict[str, float]]:
+    """Average and peak watts per rail (and ``total``) over samples in [t0, t1]."""
+    sel = [s for s in samples if (t0 is None or s.t >= t0) and (t1 is None or s.t <= t1)]
+    out: dict[str, dict[str, float]] = {}
+    series: dict[str, list[float]] = {}
+    for s in sel:
+        if s.power_w is not None:
+            series.setdefault("total", []).append(s.power_w)
+        for name, w in s.rails.items():
+            series.setdefault(name, []).append(w)
+    for name, vals in series.items():
+        out[name] = {"avg": sum(vals) / len(vals), "peak": max(vals), "n": float(len(vals))}
+    return out

@@ -1,0 +1,379 @@
+"""Write a Hugging Face checkpoint as GGUF (F32, F16, BF16 or Q8_0), streamed tensor by tensor.
+
+The file is what llama.cpp's ``convert_hf_to_gguf.py`` writes for the same checkpoint
+(``LlamaModel``): the same ``general.*``, ``llama.*`` and ``tokenizer.ggml.*`` keys, the same
+tensor names (:mod:`amalia_edge.convert.tensor_names`), Q/K rows permuted back to the order
+llama.cpp's rope expects, 1-D tensors and ``*_norm.weight`` in F32, Q8_0 falling back to F16
+for rows that are not a multiple of 32, and ``rope_freqs.weight`` for llama3 rope scaling.
+
+Memory: gguf-py's ``GGUFWriter`` lays out the header, key/values and tensor infos (it only
+needs shapes and sizes), then tensor data is read, converted and written in row blocks of
+about :data:`CHUNK_BYTES`, so peak memory is a few chunks, not the model, and not even one
+whole tensor (except Q/K, which are permuted whole; they are hidden × hidden at most).
+
+The file appears under its final name only when complete (:mod:`amalia_edge.artifacts.atomic`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from amalia_edge.artifacts.atomic import atomic_open
+from amalia_edge.convert import tensor_names
+from amalia_edge.errors import ConversionError, QuantTypeError
+
+if TYPE_CHECKING:
+    from amalia_edge.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+# Rows are converted in blocks of about this many float32 bytes (bounded memory, big writes).
+CHUNK_BYTES = 64 << 20
+
+# The out types this writer produces directly; the rest come from llama.cpp's quantizer.
+# Values: (gguf.LlamaFileType name, gguf.GGMLQuantizationType name of the 2-D weights).
+# Source: convert_hf_to_gguf.py --outtype choices and ModelBase.prepare_tensors.
+OUT_TYPES: dict[str, tuple[str, str]] = {
+    "F32": ("ALL_F32", "F32"),
+    "F16": ("MOSTLY_F16", "F16"),
+    "BF16": ("MOSTLY_BF16", "BF16"),
+    "Q8_0": ("MOSTLY_Q8_0", "Q8_0"),
+}
+
+ProgressFn = Callable[[int, int, str], None]  # (tensors done, tensor count, current GGUF name)
+
+
+@dataclass(frozen=True)
+class GGUFResult:
+    """What :func:`write_gguf` wrote."""
+
+    path: Path
+    out_type: str
+    size: int
+    params: int
+    tensors: int
+
+
+@dataclass
+class _Planned:
+    gguf_name: str
+    shape: tuple[int, ...]  # numpy (row-major) order, as in the checkpoint
+    qtype: Any  # gguf.GGMLQuantizationType
+    nbytes: int
+    hf_name: str | None  # None for generated tensors (rope_freqs)
+    permute_heads: int | None = None  # Q/K: heads to un-permute over
+    data: np.ndarray[Any, Any] | None = None  # generated tensors only
+
+
+def _tensor_nbytes(shape: tuple[int, ...], qtype: Any) -> int:
+    import gguf
+
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    n = math.prod(shape)
+    return n // block * type_size
+
+
+def llama3_rope_factors(config: Any) -> np.ndarray[Any, Any]:
+    """Per-frequency llama3 rope scaling factors (the ``rope_freqs.weight`` tensor).
+
+    Same formula as convert_hf_to_gguf.py ``LlamaModel.generate_extra_tensors``.
+    """
+    rs = config.rope_scaling or {}
+    dim = config.head_dim
+    base = config.rope_theta
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor = float(rs.get("factor", 8.0))
+    low = float(rs.get("low_freq_factor", 1.0))
+    high = float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    low_wavelen = old_ctx / low
+    high_wavelen = old_ctx / high
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _choose_qtype(gguf_name: str, shape: tuple[int, ...], out_type: str) -> Any:
+    """convert_hf_to_gguf.py ModelBase.prepare_tensors: norms, 1-D and non-weights stay F32;
+    Q8_0 needs rows that are a multiple of its 32-wide block, else F16 (its QuantError path)."""
+    import gguf
+
+    q = gguf.GGMLQuantizationType
+    if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return q.F32
+    target = q[OUT_TYPES[out_type][1]]
+    if target == q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[q.Q8_0][0] != 0:
+        log.warning("%s: row size %d is not a multiple of 32, writing F16", gguf_name, shape[-1])
+        return q.F16
+    return target
+
+
+def plan(ckpt: Checkpoint, out_type: str) -> list[_Planned]:
+    """Every tensor the GGUF will hold, with its name, type and size, in checkpoint order."""
+    import gguf
+
+    out_type = out_type.upper()
+    if out_type not in OUT_TYPES:
+        raise QuantTypeError(
+            f"the GGUF writer cannot write {out_type!r} directly",
+            fix=f"use one of {', '.join(OUT_TYPES)} (other types go through llama.cpp's quantizer)",
+        )
+    cfg = ckpt.config
+    spec = tensor_names.spec_for(cfg.architecture)
+    planned: list[_Planned] = []
+    if spec.permute_qk and cfg.rope_scaling and cfg.rope_scaling.get("rope_type") == "llama3":
+        factors = llama3_rope_factors(cfg)
+        planned.append(
+            _Planned(tensor_names.ROPE_FREQS, factors.shape, gguf.GGMLQuantizationType.F32,
+                     factors.nbytes, None, data=factors)
+        )
+    for hf_name, info in ckpt.tensor_infos.items():
+        name = tensor_names.gguf_name(spec, hf_name)
+        if name is None:
+            continue
+        shape = tuple(int(d) for d in info.shape)
+        qtype = _choose_qtype(name, shape, out_type)
+        heads = None
+        if spec.permute_qk and ".self_attn.q_proj." in hf_name:
+            heads = cfg.num_attention_heads
+        elif spec.permute_qk and ".self_attn.k_proj." in hf_name:
+            heads = cfg.num_key_value_heads
+        planned.append(_Planned(name, shape, qtype, _tensor_nbytes(shape, qtype), hf_name, heads))
+    return planned
+
+
+def _unpermute_rows(n_rows: int, n_head: int) -> np.ndarray[Any, Any]:
+    """Row order of convert_hf_to_gguf.py ``LlamaModel.permute(w, n_head, n_head_kv)``:
+    each head's rows go from HF's two halves (rotate-half) to interleaved pairs."""
+    if n_rows % (2 * n_head):
+        raise ConversionError(
+            f"cannot split {n_rows} rows into {n_head} rope heads",
+            fix="check num_attention_heads / num_key_value_heads in config.json",
+        )
+    idx = np.arange(n_rows).reshape(n_head, 2, n_rows // n_head // 2)
+    return idx.swapaxes(1, 2).reshape(-1)
+
+
+def _convert(block: np.ndarray[Any, Any], qtype: Any) -> np.ndarray[Any, Any]:
+    """float32 rows → the bytes of ``qtype`` (gguf-py's quantizers, as convert_hf_to_gguf.py)."""
+    import gguf
+
+    q = gguf.GGMLQuantizationType
+    if qtype == q.F32:
+        return block.astype(np.float32, copy=False)
+    if qtype == q.F16:
+        return block.astype(np.float16)
+    return np.asarray(gguf.quants.quantize(block, qtype))
+
+
+def _source_blocks(ckpt: Checkpoint, t: _Planned) -> Iterator[np.ndarray[Any, Any]]:
+    """Yield the tensor's converted data in row blocks, in file order."""
+    import gguf
+
+    from amalia_edge.checkpoint.safetensors import read_row_block
+
+    if t.data is not None:
+        yield _convert(t.data, t.qtype)
+        return
+    assert t.hf_name is not None
+    info = ckpt.tensor_infos[t.hf_name]
+    # BF16 → BF16 is a bit-exact copy: no float32 round trip.
+    if t.qtype == gguf.GGMLQuantizationType.BF16 and info.dtype == "BF16":
+        raw = ckpt.read(t.hf_name)
+        if t.permute_heads:
+            raw = raw[_unpermute_rows(raw.shape[0], t.permute_heads)]
+        yield raw
+        return
+    if t.permute_heads or len(t.shape) < 2:
+        data = ckpt.read(t.hf_name, dtype="float32")
+        if t.permute_heads:
+            data = data[_unpermute_rows(data.shape[0], t.permute_heads)]
+        yield _convert(data, t.qtype)
+        return
+    row_elems = math.prod(t.shape[1:])
+    rows = max(1, CHUNK_BYTES // (4 * row_elems))
+    for start in range(0, t.shape[0], rows):
+        block = read_row_block(info, start, min(start + rows, t.shape[0]), dtype="float32")
+        yield _convert(block, t.qtype)
+
+
+def _write(fh: BinaryIO, data: np.ndarray[Any, Any] | bytes) -> None:
+    """Every tensor byte goes through here (one place for tests to inject a full disk)."""
+    fh.write(memoryview(data).cast("B") if isinstance(data, np.ndarray) else data)
+
+
+def _pad(fh: BinaryIO, alignment: int) -> None:
+    n = (-fh.tell()) % alignment
+    if n:
+        _write(fh, b"\0" * n)
+
+
+def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
+    """The key/values convert_hf_to_gguf.py writes for a llama checkpoint, in its order."""
+    import gguf
+
+    cfg = ckpt.config
+    # ModelBase.prepare_metadata: general.type, then gguf.Metadata.set_gguf_meta_model.
+    w.add_type(gguf.GGUFType.MODEL)
+    name = getattr(ckpt, "name", None) or ckpt.path.name
+    w.add_name(name)
+    basename = getattr(ckpt, "basename", None)
+    if basename:
+        w.add_basename(basename)
+    size_label = getattr(ckpt, "size_label", None) or gguf.size_label(params, params, 0, 0)
+    w.add_size_label(size_label)
+    license_ = getattr(ckpt, "license", None)
+    if license_:
+        w.add_license(",".join(license_) if isinstance(license_, list) else str(license_))
+    # TextModel.set_gguf_parameters
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    rs = cfg.rope_scaling
+    if rs:
+        rope_type = str(rs.get("rope_type", rs.get("type", ""))).lower()
+        if rope_type == "linear":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(rs["factor"]))
+        elif rope_type == "yarn":
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(float(rs["factor"]))
+            orig = rs.get("original_max_position_embeddings")
+            if orig is None:
+                raise ConversionError(
+                    "rope_scaling yarn has no original_max_position_embeddings",
+                    fix="add it to config.json's rope_scaling (llama.cpp needs it for yarn)",
+                )
+            w.add_rope_scaling_orig_ctx_len(int(orig))
+            if (v := rs.get("extrapolation_factor")) is not None:
+                w.add_rope_scaling_yarn_ext_factor(float(v))
+            if (v := rs.get("attention_factor", rs.get("attn_factor"))) is not None:
+                w.add_rope_scaling_yarn_attn_factor(float(v))
+            if (v := rs.get("beta_fast")) is not None:
+                w.add_rope_scaling_yarn_beta_fast(float(v))
+            if (v := rs.get("beta_slow")) is not None:
+                w.add_rope_scaling_yarn_beta_slow(float(v))
+        # llama3: no keys; the rope_freqs.weight tensor carries it (generate_extra_tensors).
+    w.add_rope_freq_base(float(cfg.rope_theta))
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    if cfg.raw.get("head_dim") is not None:
+        w.add_key_length(cfg.head_dim)
+        w.add_value_length(cfg.head_dim)
+    w.add_file_type(ftype)
+    # LlamaModel.set_gguf_parameters
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_rope_dimension_count(cfg.head_dim)
+    # ModelBase.prepare_metadata
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_vocab(w, ckpt)
+
+
+def _add_vocab(w: Any, ckpt: Checkpoint) -> None:
+    """tokenizer.ggml.* as TextModel._set_vocab_sentencepiece / _set_vocab_gpt2 +
+    gguf.SpecialVocab.add_to_gguf write them."""
+    v = ckpt.vocab
+    if len(v.tokens) != ckpt.config.vocab_size:
+        raise ConversionError(
+            f"the tokenizer has {len(v.tokens)} tokens but config.json says vocab_size "
+            f"{ckpt.config.vocab_size}",
+            fix="use the tokenizer files that belong to this checkpoint",
+        )
+    w.add_tokenizer_model(v.model)
+    w.add_tokenizer_pre(v.pre)
+    w.add_token_list(v.tokens)
+    if v.scores is not None:
+        w.add_token_scores(v.scores)
+    w.add_token_types(v.token_types)
+    if v.merges:
+        w.add_token_merges(v.merges)
+    for typ, tok_id in v.special_ids.items():
+        handler = getattr(w, f"add_{typ}_token_id", None)
+        if handler is not None:
+            handler(int(tok_id))
+    # The chat turn ends at generation_config's eos (<|im_end|> for ChatML models); llama.cpp
+    # stops at EOT tokens, so record it as eot when the checkpoint names no eot of its own.
+    if v.chat_eos_id is not None and v.chat_eos_id != v.eos_id and "eot" not in v.special_ids:
+        w.add_eot_token_id(int(v.chat_eos_id))
+    for typ, value in v.add_special.items():
+        handler = getattr(w, f"add_add_{typ}_token", None)
+        if handler is not None:
+            handler(bool(value))
+    add_space_prefix = getattr(v, "add_space_prefix", None)
+    if add_space_prefix is not None:
+        w.add_add_space_prefix(bool(add_space_prefix))
+    if v.chat_template:
+        w.add_chat_template(v.chat_template)
+
+
+def write_gguf(
+    ckpt: Checkpoint,
+    path: str | os.PathLike[str],
+    out_type: str,
+    *,
+    progress: ProgressFn | None = None,
+) -> GGUFResult:
+    """Write ``ckpt`` to ``path`` as GGUF of ``out_type`` (``f32``, ``f16``, ``bf16``, ``q8_0``).
+
+    Streams tensor by tensor in row blocks; the file appears at ``path`` only once complete
+    (a failure or kill leaves no file there, only a temporary that
+    :func:`amalia_edge.artifacts.atomic.remove_stale_temporaries` cleans up).
+    Raises :class:`QuantTypeError` for other types, :class:`ConversionError` for a checkpoint
+    that cannot be mapped, :class:`amalia_edge.errors.OutputError` for a write that fails.
+    """
+    import gguf
+    from gguf.gguf_writer import WriterState
+
+    out_type = out_type.upper()
+    tensors = plan(ckpt, out_type)
+    ftype = int(gguf.LlamaFileType[OUT_TYPES[out_type][0]])
+    params = sum(math.prod(t.shape) for t in tensors)
+    path = Path(path)
+
+    writer = gguf.GGUFWriter(None, ckpt.config.gguf_arch)
+    _add_metadata(writer, ckpt, ftype, params)
+    for t in tensors:
+        writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+
+    with atomic_open(path, "wb") as fh:
+        # Hand gguf-py our temporary file instead of letting it open the final name.
+        writer.fout = [fh]
+        writer.path = path
+        writer.state = WriterState.EMPTY
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        alignment = writer.data_alignment
+        for i, t in enumerate(tensors):
+            if progress is not None:
+                progress(i, len(tensors), t.gguf_name)
+            _pad(fh, alignment)
+            written = 0
+            for block in _source_blocks(ckpt, t):
+                _write(fh, block)
+                written += block.nbytes
+            if written != t.nbytes:  # a bug, not user input: the header would lie
+                raise AssertionError(f"{t.gguf_name}: wrote {written} bytes, planned {t.nbytes}")
+        _pad(fh, alignment)
+        writer.fout = None  # atomic_open owns and closes the file
+    if progress is not None:
+        progress(len(tensors), len(tensors), "")
+    return GGUFResult(path, out_type, path.stat().st_size, params, len(tensors))

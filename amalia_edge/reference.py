@@ -1,0 +1,219 @@
+"""An independent numpy forward pass of a Llama-family safetensors checkpoint.
+
+The yardstick that GGUF, ONNX and imatrix outputs are checked against: it reads the Hugging
+Face weights directly (no conversion code shared with the writers) and follows transformers'
+``LlamaForCausalLM`` semantics, in float32:
+
+* RMSNorm ``x / sqrt(mean(x^2) + eps) * w``;
+* attention with grouped KV heads (head ``h`` uses KV head ``h // (heads / kv_heads)``),
+  scale ``1/sqrt(head_dim)``, causal mask, optional q/k/v/o biases;
+* RoPE in HF's "rotate half" layout (the first and second half of each head are the pair),
+  inverse frequencies per ``rope_scaling`` type as transformers' ``modeling_rope_utils``
+  computes them: default, ``linear`` (frequencies / factor), ``llama3`` (wavelength bands),
+  ``yarn`` (ramped interpolation plus the attention factor applied to cos and sin);
+* SwiGLU MLP ``down(silu(gate(x)) * up(x))``;
+* final norm and ``lm_head`` (the embedding when tied or when lm_head is absent).
+
+Memory: one layer's weights are read, used and dropped at a time; the embedding is read only
+for the rows needed and the output head in row blocks, so peak memory is about one layer plus
+the activations, never the whole model. Mistral's ``sliding_window`` is not applied (llama.cpp's
+``llama`` arch does not apply it either).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from amalia_edge.checkpoint import Checkpoint, ModelConfig
+
+MatmulHook = Callable[[str, np.ndarray], None]
+
+# Rows of the output head read per block (bounded memory for 128k-token vocabularies).
+HEAD_BLOCK_ROWS = 8192
+
+
+def rope_inv_freq(config: ModelConfig) -> tuple[np.ndarray, float]:
+    """Inverse frequencies [head_dim/2] (float32) and the cos/sin scale for ``config``."""
+    dim = config.head_dim
+    base = config.rope_theta
+    exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
+    inv = 1.0 / (base**exponents)
+    rs = config.rope_scaling
+    scale = 1.0
+    if rs is None:
+        pass
+    elif rs["rope_type"] == "linear":
+        inv = inv / float(rs["factor"])
+    elif rs["rope_type"] == "llama3":
+        factor = float(rs["factor"])
+        low, high = float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
+        old_ctx = float(rs["original_max_position_embeddings"])
+        low_wl, high_wl = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > low_wl, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_wl) & (wavelen <= low_wl)
+        inv = np.where(medium, smoothed, scaled)
+    elif rs["rope_type"] == "yarn":
+        factor = float(rs["factor"])
+        orig = float(rs.get("original_max_position_embeddings") or config.max_position_embeddings)
+
+        def mscale(s: float, m: float = 1.0) -> float:
+            return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+
+        attn = rs.get("attention_factor")
+        if attn is None:
+            ms, ms_all = rs.get("mscale"), rs.get("mscale_all_dim")
+            attn = mscale(factor, ms) / mscale(factor, ms_all) if ms and ms_all else mscale(factor)
+        scale = float(attn)
+        beta_fast = float(rs.get("beta_fast") or 32)
+        beta_slow = float(rs.get("beta_slow") or 1)
+
+        def corr_dim(rot: float) -> float:
+            return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+        lo, hi = corr_dim(beta_fast), corr_dim(beta_slow)
+        if rs.get("truncate", True):
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, dim - 1)
+        if lo == hi:
+            hi += 0.001
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
+        extrap = 1 - ramp
+        pos_freqs = base**exponents
+        inv = (1.0 / (factor * pos_freqs)) * (1 - extrap) + (1.0 / pos_freqs) * extrap
+    else:  # config.py only lets the types above through
+        raise ValueError(f"rope type {rs['rope_type']!r}")
+    return inv.astype(np.float32), scale
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    var = np.mean(x.astype(np.float32) ** 2, axis=-1, keepdims=True)
+    return (x / np.sqrt(var + np.float32(eps)) * w).astype(np.float32)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return (x / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x [heads, T, head_dim]; cos/sin [T, head_dim] (rotate-half layout)."""
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return (x * cos + rotated * sin).astype(np.float32)
+
+
+class ReferenceModel:
+    """Forward pass of ``ckpt`` in float32 numpy (see module docstring for the semantics)."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt = ckpt
+        self.config = ckpt.config
+        self.inv_freq, self.rope_scale = rope_inv_freq(self.config)
+        self.head_name = (
+            "lm_head.weight" if "lm_head.weight" in ckpt.tensor_infos else "model.embed_tokens.weight"
+        )
+
+    def _w(self, name: str) -> np.ndarray:
+        return self.ckpt.read(name, "float32")
+
+    def _linear(
+        self, x: np.ndarray, prefix: str, hook: MatmulHook | None, *, call_hook: bool = True
+    ) -> np.ndarray:
+        name = prefix + ".weight"
+        if hook is not None and call_hook:
+            hook(name, x)
+        y = x @ self._w(name).T
+        if prefix + ".bias" in self.ckpt.tensor_infos:
+            y = y + self._w(prefix + ".bias")
+        return y.astype(np.float32)
+
+    def _layer(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+               hook: MatmulHook | None) -> np.ndarray:
+        c = self.config
+        p = f"model.layers.{i}."
+        t = x.shape[0]
+        hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
+
+        h = rms_norm(x, self._w(p + "input_layernorm.weight"), c.rms_norm_eps)
+        if hook is not None:
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                hook(p + f"self_attn.{proj}.weight", h)
+        q = self._linear(h, p + "self_attn.q_proj", hook, call_hook=False)
+        k = self._linear(h, p + "self_attn.k_proj", hook, call_hook=False)
+        v = self._linear(h, p + "self_attn.v_proj", hook, call_hook=False)
+        q = apply_rope(q.reshape(t, nh, hd).transpose(1, 0, 2), cos, sin)
+        k = apply_rope(k.reshape(t, nkv, hd).transpose(1, 0, 2), cos, sin)
+        v = v.reshape(t, nkv, hd).transpose(1, 0, 2)
+
+        group = nh // nkv
+        kv_of_head = np.arange(nh) // group
+        scores = np.einsum("htd,hsd->hts", q, k[kv_of_head]) / np.float32(math.sqrt(hd))
+        mask = np.triu(np.ones((t, t), dtype=bool), k=1)
+        scores = np.where(mask, np.float32(-np.inf), scores)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = np.einsum("hts,hsd->htd", probs.astype(np.float32), v[kv_of_head])
+        attn = attn.transpose(1, 0, 2).reshape(t, nh * hd).astype(np.float32)
+        x = x + self._linear(attn, p + "self_attn.o_proj", hook)
+
+        h = rms_norm(x, self._w(p + "post_attention_layernorm.weight"), c.rms_norm_eps)
+        if hook is not None:
+            hook(p + "mlp.gate_proj.weight", h)
+            hook(p + "mlp.up_proj.weight", h)
+        gate = self._linear(h, p + "mlp.gate_proj", hook, call_hook=False)
+        up = self._linear(h, p + "mlp.up_proj", hook, call_hook=False)
+        act = (silu(gate) * up).astype(np.float32)
+        return (x + self._linear(act, p + "mlp.down_proj", hook)).astype(np.float32)
+
+    def hidden_states(
+        self, token_ids: Sequence[int] | np.ndarray, on_matmul: MatmulHook | None = None
+    ) -> np.ndarray:
+        """Final-normed hidden states [T, hidden] (before the output head)."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        c = self.config
+        if ids.size == 0:
+            raise ValueError("token_ids is empty")
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            raise ValueError(f"token ids must be in [0, {c.vocab_size})")
+        x = self.ckpt.read_rows("model.embed_tokens.weight", ids)
+        pos = np.arange(ids.size, dtype=np.float32)
+        freqs = np.outer(pos, self.inv_freq).astype(np.float32)
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        cos = (np.cos(emb) * np.float32(self.rope_scale)).astype(np.float32)
+        sin = (np.sin(emb) * np.float32(self.rope_scale)).astype(np.float32)
+        for i in range(c.num_hidden_layers):
+            x = self._layer(i, x, cos, sin, on_matmul)
+        return rms_norm(x, self._w("model.norm.weight"), c.rms_norm_eps)
+
+    def forward(
+        self, token_ids: Sequence[int] | np.ndarray, on_matmul: MatmulHook | None = None
+    ) -> np.ndarray:
+        """Logits [T, vocab] float32 for ``token_ids`` (no BOS is added).
+
+        ``on_matmul(hf_weight_name, x)`` is called before every linear layer with its input
+        ``x[T, in_features]`` (float32, do not modify): q/k/v with the same ``x``, gate/up
+        with the same ``x``, and finally the output head under ``lm_head.weight`` (or
+        ``model.embed_tokens.weight`` when tied).
+        """
+        h = self.hidden_states(token_ids, on_matmul)
+        if on_matmul is not None:
+            on_matmul(self.head_name, h)
+        vocab = self.config.vocab_size
+        out = np.empty((h.shape[0], vocab), dtype=np.float32)
+        for start in range(0, vocab, HEAD_BLOCK_ROWS):
+            stop = min(start + HEAD_BLOCK_ROWS, vocab)
+            block = self.ckpt.read_row_block(self.head_name, start, stop)
+            out[:, start:stop] = h @ block.T
+        return out
+
+    def logits(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits [T, vocab] float32, causal, for the whole sequence."""
+        return self.forward(token_ids)

@@ -1,0 +1,36 @@
+"""Sysfs paths and names the telemetry samplers read: one row per path, with its source.
+
+Every path is relative to an injectable root (``/`` on a real machine, a fake tree in tests).
+"""
+
+from __future__ import annotations
+
+# INA3221 power monitors: one hwmon directory per chip under its I2C device. Seen as
+# 1-0040/hwmon/hwmon3 + 1-0041/hwmon/hwmon4 on AGX Orin JetPack 5 (L4T r35) and
+# 1-0040/hwmon/hwmon1 + 1-0041/hwmon/hwmon2 on JetPack 6 (L4T r36); jetson_stats
+# jtop/core/power.py (find_all_i2c_power_monitor) walks the same place.
+INA3221_GLOB = "sys/bus/i2c/devices/*/hwmon/hwmon*"
+# The hwmon "name" file reads "ina3221" (kernel drivers/hwmon/ina3221.c).
+INA3221_DRIVER_NAME = "ina3221"
+
+# RAPL: one directory per domain, intel-rapl:N (package) and intel-rapl:N:M (its subzones:
+# core, uncore, dram). Linux Documentation/power/powercap/powercap.rst.
+RAPL_GLOB = "sys/class/powercap/intel-rapl:*"
+
+# Jetson GPU load in tenths of a percent (0..1000): JetPack 5 exposes gpu.0/load; JetPack 6
+# moved the GPU under bus@0 (jetson_stats jtop/core/gpu.py reads "<gpu devfreq device>/load").
+GPU_LOAD_PATHS = (
+    "sys/devices/platform/gpu.0/load",  # L4T r32-r35 (JetPack 4-5)
+    "sys/devices/platform/bus@0/17000000.gpu/load",  # L4T r36 (JetPack 6), AGX Orin
+    "sys/devices/platform/17000000.ga10b/load",  # L4T r35 (JetPack 5), AGX Orin ga10b node
+)
+# GPU frequency through devfreq (Hz): the Orin GPU's devfreq node is named 17000000.ga10b
+# (JetPack 5) or 17000000.gpu (JetPack 6); jetson_stats jtop/core/gpu.py matches "gpu"/"ga10b".
+DEVFREQ_GLOB = "sys/class/devfreq/*"
+DEVFREQ_GPU_MARKERS = ("gpu", "ga10b", "gv11b", "gp10b")
+
+# Thermal zones: type + temp (millidegrees C), Linux Documentation/driver-api/thermal/sysfs-api.rst.
+THERMAL_GLOB = "sys/class/thermal/thermal_zone*"
+# AGX Orin reports zones with no sensor behind them (CV0..CV2, GPU when power-gated) as
+# -256 C in tegrastats and -256000 in sysfs (seen on JetPack 5.1 AGX Orin 64GB); skip them.
+THERMAL_INVALID_MILLI_C = -256000

@@ -1,0 +1,177 @@
+"""The chat TUI's one message table: every string the interface shows, in pt-PT and English.
+
+European Portuguese is the default (the people this is for read it); ``--lang en`` switches
+to English. Each row is ``key: (pt-PT, English)``; placeholders use ``str.format`` names and
+must be the same in both columns (``tests/test_tui_i18n.py`` checks). The comment above each
+group names the screen or widget that shows it.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Final, Literal
+
+Lang = Literal["pt", "en"]
+LANGS: Final[tuple[Lang, ...]] = ("pt", "en")
+DEFAULT_LANG: Final[Lang] = "pt"
+
+MESSAGES: Final[dict[str, tuple[str, str]]] = {
+    # app: title and default system prompt (sent to the model; pt-PT wording on purpose)
+    "app.title": ("AMÁLIA no dispositivo", "AMÁLIA on the edge"),
+    "system.default": (
+        "És um assistente prestável. Respondes sempre em português europeu, "
+        "de forma clara e concisa.",
+        "You are a helpful assistant. Always answer in European Portuguese, clearly and concisely.",
+    ),
+    # key bindings: footer labels and the help screen
+    "key.send": ("Enviar", "Send"),
+    "key.stop": ("Parar", "Stop"),
+    "key.regenerate": ("Regenerar", "Regenerate"),
+    "key.edit": ("Editar última", "Edit last"),
+    "key.new": ("Nova conversa", "New chat"),
+    "key.help": ("Ajuda", "Help"),
+    "key.settings": ("Definições", "Settings"),
+    "key.history": ("Histórico", "History"),
+    "key.model": ("Modelo", "Model"),
+    "key.why": ("Porquê?", "Why?"),
+    "key.export": ("Exportar", "Export"),
+    "key.quit": ("Sair", "Quit"),
+    "key.close": ("Fechar", "Close"),
+    "key.save": ("Guardar", "Save"),
+    "key.cancel": ("Cancelar", "Cancel"),
+    "key.open": ("Abrir", "Open"),
+    # chat screen: message roles, input, placeholders
+    "role.user": ("Tu", "You"),
+    "role.assistant": ("Modelo", "Model"),
+    "role.system": ("Sistema", "System"),
+    "input.placeholder": (
+        "Escreve uma mensagem e carrega em Enter…",
+        "Type a message and press Enter…",
+    ),
+    "chat.empty": (
+        "Olá! Escreve a tua pergunta em baixo. F1 mostra as teclas.",
+        "Hello! Type your question below. F1 lists the keys.",
+    ),
+    "chat.stopped": ("(interrompido)", "(stopped)"),
+    # stats panel (widgets/stats.py)
+    "stats.title": ("Desempenho", "Performance"),
+    "stats.backend": ("Motor", "Backend"),
+    "stats.quant": ("Quant.", "Quant"),
+    "stats.prompt_tps": ("Prompt", "Prompt"),
+    "stats.decode_tps": ("Geração", "Decode"),
+    "stats.ttft": ("1.º token", "TTFT"),
+    "stats.context": ("Contexto", "Context"),
+    "stats.power": ("Potência", "Power"),
+    "stats.energy": ("Energia", "Energy"),
+    "stats.memory": ("Memória", "Memory"),
+    "stats.temp": ("Temp.", "Temp"),
+    "stats.spark": ("tok/s na resposta", "tok/s over reply"),
+    "stats.none": ("—", "—"),
+    "stats.state.idle": ("pronto", "ready"),
+    "stats.state.loading": ("a carregar…", "loading…"),
+    "stats.state.generating": ("a gerar…", "generating…"),
+    "stats.state.nomodel": ("sem modelo", "no model"),
+    # notifications (app.py)
+    "note.loading": ("A carregar {model}…", "Loading {model}…"),
+    "note.loaded": ("Modelo pronto: {backend} · {quant}", "Model ready: {backend} · {quant}"),
+    "note.load_failed": (
+        "Não foi possível carregar o modelo: {error}",
+        "Could not load the model: {error}",
+    ),
+    "note.no_model": (
+        "Nenhum modelo carregado: carrega em F4 para escolher um.",
+        "No model loaded: press F4 to choose one.",
+    ),
+    "note.busy": (
+        "Ainda a gerar: carrega em Esc para parar primeiro.",
+        "Still generating: press Esc to stop first.",
+    ),
+    "note.failed": ("A geração falhou: {error}", "Generation failed: {error}"),
+    "note.context_full": (
+        "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou aumenta --ctx.",
+        "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or raise --ctx.",
+    ),
+    "note.stopped": ("Geração interrompida.", "Generation stopped."),
+    "note.nothing_to_regenerate": (
+        "Ainda não há resposta para regenerar.",
+        "No reply to regenerate yet.",
+    ),
+    "note.nothing_to_edit": ("Ainda não há mensagem para editar.", "No message to edit yet."),
+    "note.new_chat": ("Nova conversa.", "New chat."),
+    "note.exported": ("Conversa exportada para {path}", "Conversation exported to {path}"),
+    "note.export_empty": ("A conversa está vazia.", "The conversation is empty."),
+    "note.resumed": ("Conversa retomada: {title}", "Conversation resumed: {title}"),
+    "note.settings_saved": ("Definições guardadas.", "Settings saved."),
+    "note.history_failed": (
+        "Não foi possível guardar o histórico: {error}",
+        "Could not save the history: {error}",
+    ),
+    # help screen (screens/help.py)
+    "help.title": ("Teclas", "Keys"),
+    "help.intro": (
+        "A resposta aparece token a token; o painel da direita mostra a velocidade, "
+        "a latência, a potência e a memória enquanto o modelo escreve.",
+        "The reply appears token by token; the right-hand panel shows speed, latency, "
+        "power and memory while the model writes.",
+    ),
+    # settings modal (screens/settings.py)
+    "settings.title": ("Definições de geração", "Generation settings"),
+    "settings.temperature": ("Temperatura (0–2)", "Temperature (0–2)"),
+    "settings.top_p": ("Top-p (0–1]", "Top-p (0–1]"),
+    "settings.max_tokens": ("Máximo de tokens", "Max tokens"),
+    "settings.system": ("Instrução de sistema", "System prompt"),
+    "settings.invalid": (
+        "Valor inválido em «{field}»: {value}",
+        "Invalid value in “{field}”: {value}",
+    ),
+    # history screen (screens/history.py)
+    "history.title": ("Conversas guardadas", "Saved conversations"),
+    "history.empty": ("Ainda não há conversas guardadas.", "No saved conversations yet."),
+    "history.row": ("{title} · {n} mensagens · {when}", "{title} · {n} messages · {when}"),
+    "history.untitled": ("(sem título)", "(untitled)"),
+    # model switch modal (screens/model.py)
+    "model.title": ("Mudar de modelo", "Switch model"),
+    "model.path": (
+        "Modelo (pasta de artefactos, ficheiro GGUF, vazio = demo)",
+        "Model (artifacts folder, GGUF file, empty = demo)",
+    ),
+    "model.backend": ("Motor (vazio = automático)", "Backend (empty = automatic)"),
+    "model.quant": ("Quantização (vazio = automática)", "Quant type (empty = automatic)"),
+    "model.ctx": ("Contexto (tokens)", "Context (tokens)"),
+    # "why this backend" screen (screens/why.py)
+    "why.title": ("Porquê este motor?", "Why this backend?"),
+    "why.chosen": ("Escolhido", "Chosen"),
+    "why.rejected": ("Rejeitados", "Rejected"),
+    "why.none": ("Nenhum modelo carregado.", "No model loaded."),
+    # markdown export (history.py)
+    "export.title": ("Conversa", "Conversation"),
+    "export.model": ("Modelo", "Model"),
+    "export.date": ("Data", "Date"),
+}
+
+
+class Messages:
+    """Interface strings in one language: ``msgs("note.loaded", backend=b, quant=q)``."""
+
+    def __init__(self, lang: str = DEFAULT_LANG) -> None:
+        if lang not in LANGS:
+            from amalia_edge.errors import AmaliaEdgeError
+
+            raise AmaliaEdgeError(
+                f"unknown interface language {lang!r}", fix=f"use one of: {', '.join(LANGS)}"
+            )
+        self.lang: Lang = lang
+        self._column = LANGS.index(self.lang)
+
+    def __call__(self, key: str, /, **fields: object) -> str:
+        """The text for ``key`` in this language, with ``fields`` filled in.
+
+        An unknown key is a bug, so it raises ``KeyError`` rather than showing the key.
+        """
+        text = MESSAGES[key][self._column]
+        return text.format(**fields) if fields else text
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``str.format`` field names used in ``text`` (for the table's consistency test)."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}

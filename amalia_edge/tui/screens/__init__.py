@@ -1,0 +1,1 @@
+"""Chat TUI screens: chat, help, settings, history, model switch, why-this-backend."""

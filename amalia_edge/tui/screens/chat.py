@@ -1,0 +1,368 @@
+"""The chat screen: conversation, input box, live stats panel, and the reply worker.
+
+The reply is generated in a thread worker (``@work(thread=True, exclusive=True)``) that
+consumes ``model.stream_chat`` and hands text to the UI with ``App.call_from_thread``. It
+batches tokens into at most one UI update per :data:`FLUSH_INTERVAL` (the first token is
+shown at once), so rendering Markdown never throttles decoding. Its outcome arrives as one of
+three messages, in the manner of elia: :class:`ResponseStarted`, :class:`ResponseComplete`
+(also for a stopped or length-limited reply) or :class:`ResponseFailed`; each handler puts the
+screen back into a usable state, whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label
+from textual.worker import get_current_worker
+
+from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
+from amalia_edge.runtime.events import Finished, PromptProcessed, Started, TokenEvent
+from amalia_edge.tui.history import ChatMessage
+from amalia_edge.tui.keys import KEYS
+from amalia_edge.tui.model import LoadedModel, request_messages, sampling_params
+from amalia_edge.tui.settings import ChatSettings
+from amalia_edge.tui.stats import LiveStats, StatsTracker
+from amalia_edge.tui.widgets.messages import MessageList, MessageView
+from amalia_edge.tui.widgets.stats import StatsPanel
+
+if TYPE_CHECKING:
+    from amalia_edge.tui.app import ChatApp
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 1 / 20  # seconds between UI updates while a reply streams
+
+
+class ResponseStarted(Message):
+    def __init__(self, view: MessageView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class ResponseComplete(Message):
+    def __init__(self, view: MessageView, finished: Finished, stats: LiveStats) -> None:
+        super().__init__()
+        self.view = view
+        self.finished = finished
+        self.stats = stats
+
+
+class ResponseFailed(Message):
+    def __init__(self, view: MessageView, error: str, *, context_full: bool = False) -> None:
+        super().__init__()
+        self.view = view
+        self.error = error
+        self.context_full = context_full
+
+
+class ChatScreen(Screen[None]):
+    """The main screen. Actions are bound from :data:`amalia_edge.tui.keys.KEYS`."""
+
+    AUTO_FOCUS = "#prompt"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generating = False
+        self.cancel_event: threading.Event | None = None
+        self.stats = LiveStats()
+        for key in KEYS:
+            if key.action in ("send", "quit"):
+                continue
+            self._bindings.bind(
+                key.keys,
+                key.action,
+                self.chat_app.msgs(key.label),
+                show=key.show,
+                priority=key.priority,
+            )
+
+    @property
+    def chat_app(self) -> ChatApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        m = self.chat_app.msgs
+        yield Header()
+        with Horizontal(id="main"):
+            with Vertical(id="chat-column"):
+                yield MessageList(id="messages")
+                yield Input(placeholder=m("input.placeholder"), id="prompt")
+            yield StatsPanel(m, id="stats")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.rebuild()
+
+    # -- what the app calls -------------------------------------------------------------------
+
+    @property
+    def message_list(self) -> MessageList:
+        return self.query_one(MessageList)
+
+    @property
+    def prompt(self) -> Input:
+        return self.query_one("#prompt", Input)
+
+    def rebuild(self) -> None:
+        """Show the app's current conversation from scratch (new chat, resume)."""
+        messages = self.message_list
+        messages.clear()
+        conv = self.chat_app.conversation
+        if not conv.messages:
+            messages.mount(Label(self.chat_app.msgs("chat.empty"), id="empty-hint"))
+        for m in conv.messages:
+            self._add_view(m.role, m.content)
+
+    def show_stats(self, stats: LiveStats) -> None:
+        self.stats = stats
+        self.query_one(StatsPanel).show(stats)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        if self._refuse_busy_or_unloaded():
+            return
+        event.input.value = ""
+        self._record(ChatMessage("user", text))
+        self._add_view("user", text)
+        self._start_reply()
+
+    def action_send(self) -> None:
+        self.prompt.action_submit()
+
+    def action_stop(self) -> None:
+        if self.generating and self.cancel_event is not None:
+            self.cancel_event.set()
+
+    def action_regenerate(self) -> None:
+        if self._refuse_busy_or_unloaded():
+            return
+        conv = self.chat_app.conversation
+        if not conv.messages:
+            self.notify(self.chat_app.msgs("note.nothing_to_regenerate"), severity="warning")
+            return
+        if conv.messages[-1].role == "assistant":
+            keep = len(conv.messages) - 1
+            self._truncate(keep)
+        self._start_reply()
+
+    def action_edit_last(self) -> None:
+        if self.generating:
+            self.notify(self.chat_app.msgs("note.busy"), severity="warning")
+            return
+        conv = self.chat_app.conversation
+        users = [i for i, m in enumerate(conv.messages) if m.role == "user"]
+        if not users:
+            self.notify(self.chat_app.msgs("note.nothing_to_edit"), severity="warning")
+            return
+        text = conv.messages[users[-1]].content
+        self._truncate(users[-1])
+        self.prompt.value = text
+        self.prompt.cursor_position = len(text)
+        self.prompt.focus()
+
+    def action_new_chat(self) -> None:
+        self.action_stop()
+        self.chat_app.new_conversation()
+        self.notify(self.chat_app.msgs("note.new_chat"))
+
+    def action_help(self) -> None:
+        self.chat_app.action_show_help()
+
+    def action_settings(self) -> None:
+        self.chat_app.action_show_settings()
+
+    def action_history(self) -> None:
+        self.chat_app.action_show_history()
+
+    def action_switch_model(self) -> None:
+        self.chat_app.action_show_model()
+
+    def action_why(self) -> None:
+        self.chat_app.action_show_why()
+
+    def action_export(self) -> None:
+        self.chat_app.action_export()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _refuse_busy_or_unloaded(self) -> bool:
+        m = self.chat_app.msgs
+        if self.generating:
+            self.notify(m("note.busy"), severity="warning")
+            return True
+        if self.chat_app.loaded is None:
+            self.notify(m("note.no_model"), severity="warning")
+            return True
+        return False
+
+    def _add_view(self, role: str, content: str) -> MessageView:
+        for hint in self.query("#empty-hint"):
+            hint.remove()
+        return self.message_list.add(role, self.chat_app.msgs(f"role.{role}"), content)
+
+    def _record(self, message: ChatMessage) -> None:
+        try:
+            self.chat_app.conversation.append(message)
+        except AmaliaEdgeError as exc:
+            # The chat goes on in memory; the person is told the disk refused it.
+            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+
+    def _truncate(self, keep: int) -> None:
+        try:
+            self.chat_app.conversation.truncate(keep)
+        except AmaliaEdgeError as exc:
+            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+        self.message_list.remove_from(keep)
+
+    def _start_reply(self) -> None:
+        loaded = self.chat_app.loaded
+        assert loaded is not None
+        settings = self.chat_app.settings
+        view = self._add_view("assistant", "")
+        self.generating = True
+        self.cancel_event = threading.Event()
+        self.post_message(ResponseStarted(view))
+        self._generate(loaded, settings, list(self.chat_app.conversation.messages), view, self.cancel_event)
+
+    @work(thread=True, exclusive=True, group="reply")
+    def _generate(
+        self,
+        loaded: LoadedModel,
+        settings: ChatSettings,
+        history: list[ChatMessage],
+        view: MessageView,
+        cancel: threading.Event,
+    ) -> None:
+        worker = get_current_worker()
+        app = self.chat_app
+        tracker = StatsTracker(self.stats)
+        tracker.set(backend=loaded.backend, quant=loaded.quant, n_ctx=loaded.n_ctx)
+        pending: list[str] = []
+        last_flush = 0.0
+        finished: Finished | None = None
+
+        def flush() -> None:
+            nonlocal last_flush
+            now = time.perf_counter()
+            tracker.observe(app.latest_snapshot(), now)
+            app.call_from_thread(self._show_chunk, view, "".join(pending), tracker.stats)
+            pending.clear()
+            last_flush = now
+
+        try:
+            stream = loaded.model.stream_chat(
+                request_messages(settings, history),
+                sampling=sampling_params(settings),
+                max_tokens=settings.max_tokens,
+                cancel=cancel,
+            )
+            for event in stream:
+                if worker.is_cancelled:
+                    cancel.set()
+                tracker.feed(event)
+                if isinstance(event, TokenEvent):
+                    pending.append(event.text)
+                    if event.index == 0 or event.t - last_flush >= FLUSH_INTERVAL:
+                        flush()
+                elif isinstance(event, (Started, PromptProcessed)):
+                    flush()
+                elif isinstance(event, Finished):
+                    finished = event
+        except ContextOverflowError as exc:
+            app.call_from_thread(self.post_message, ResponseFailed(view, str(exc), context_full=True))
+            return
+        except Exception as exc:  # a backend failure must not take the app down
+            log.exception("generation failed")
+            app.call_from_thread(self.post_message, ResponseFailed(view, str(exc) or type(exc).__name__))
+            return
+        flush()
+        if finished is None:
+            app.call_from_thread(
+                self.post_message, ResponseFailed(view, "the stream ended without a Finished event")
+            )
+            return
+        app.call_from_thread(self.post_message, ResponseComplete(view, finished, tracker.stats))
+
+    def _show_chunk(self, view: MessageView, text: str, stats: LiveStats) -> None:
+        view.append(text)
+        self.show_stats(stats)
+        messages = self.message_list
+        if messages.max_scroll_y - messages.scroll_y <= 3:  # follow unless the user scrolled up
+            messages.scroll_end(animate=False)
+
+    # -- the worker's outcome -----------------------------------------------------------------
+
+    def on_response_started(self, message: ResponseStarted) -> None:
+        self.show_stats(self._with_state("generating"))
+
+    def on_response_complete(self, message: ResponseComplete) -> None:
+        m = self.chat_app.msgs
+        fin, view = message.finished, message.view
+        self.generating = False
+        self.show_stats(message.stats)
+        if fin.reason == "error":
+            self._fail(view, fin.error or "error")
+            return
+        text = fin.text or view.text
+        if text != view.text:  # e.g. the runtime trimmed a stop string
+            view.set_text(text)
+        if fin.reason == "context_full":
+            self.notify(m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning")
+        elif fin.reason == "cancelled":
+            view.mark(m("chat.stopped"))
+            self.notify(m("note.stopped"))
+        if not text.strip():
+            view.remove()
+            return
+        s = message.stats
+        self._record(
+            ChatMessage(
+                "assistant",
+                text,
+                stats={
+                    "finish_reason": fin.reason,
+                    "backend": s.backend,
+                    "quant": s.quant,
+                    "prompt_tokens": fin.prompt_tokens,
+                    "completion_tokens": fin.completion_tokens,
+                    "ttft_s": fin.ttft,
+                    "decode_tps": fin.decode_tps,
+                    "prompt_tps": fin.prompt_tps,
+                    "joules_per_token": s.joules_per_token,
+                },
+            )
+        )
+
+    def on_response_failed(self, message: ResponseFailed) -> None:
+        self.generating = False
+        self.show_stats(self._with_state("idle"))
+        if message.context_full:
+            self.notify(message.error, severity="warning", timeout=8)
+            message.view.remove()
+        else:
+            self._fail(message.view, message.error)
+
+    def _fail(self, view: MessageView, error: str) -> None:
+        # A failed reply is neither shown nor saved, so the views keep mirroring
+        # Conversation.messages one to one (regenerate and edit rely on that).
+        self.notify(self.chat_app.msgs("note.failed", error=error), severity="error", timeout=8)
+        view.remove()
+
+    def _with_state(self, state: Any) -> LiveStats:
+        import dataclasses
+
+        return dataclasses.replace(self.stats, state=state)

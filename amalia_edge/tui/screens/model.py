@@ -1,0 +1,60 @@
+"""The model switch modal: model path, backend, quant type and context size."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+from amalia_edge.tui.i18n import Messages
+from amalia_edge.tui.settings import ModelSpec
+
+
+class ModelScreen(ModalScreen[ModelSpec | None]):
+    """Dismisses with the :class:`ModelSpec` to load, or ``None`` when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", show=False)]
+
+    def __init__(self, msgs: Messages, current: ModelSpec) -> None:
+        super().__init__()
+        self.msgs = msgs
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        m, c = self.msgs, self.current
+        with Vertical(id="dialog", classes="dialog -wide"):
+            yield Label(m("model.title"), classes="dialog-title")
+            yield Label(m("model.path"))
+            yield Input(c.model or "", id="model")
+            yield Label(m("model.backend"))
+            yield Input(c.backend or "", id="backend")
+            yield Label(m("model.quant"))
+            yield Input(c.quant or "", id="quant")
+            yield Label(m("model.ctx"))
+            yield Input(str(c.n_ctx), id="n_ctx", type="integer")
+            with Horizontal(classes="buttons"):
+                yield Button(m("model.title"), id="load", variant="primary")
+                yield Button(m("key.cancel"), id="cancel")
+
+    def read(self) -> ModelSpec:
+        def text(name: str) -> str | None:
+            return self.query_one(f"#{name}", Input).value.strip() or None
+
+        raw_ctx = text("n_ctx")
+        n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else 2048
+        return ModelSpec(model=text("model"), backend=text("backend"), quant=text("quant"), n_ctx=n_ctx)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "load":
+            self.dismiss(self.read())
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(self.read())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""Chat TUI widgets: the message list, the prompt input and the live stats panel."""

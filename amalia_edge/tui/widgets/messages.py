@@ -1,0 +1,65 @@
+"""The conversation: one :class:`MessageView` per message, Markdown-rendered, in a scroller."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, Markdown
+
+
+class MessageView(Vertical):
+    """A role label over a Markdown body; a streaming reply grows through :meth:`append`."""
+
+    def __init__(self, role: str, label: str, content: str = "") -> None:
+        super().__init__(classes=f"message -{role}")
+        self.role = role
+        self._label = label
+        self._initial = content
+        self.text = content
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._label, classes="role")
+        yield Markdown(self._initial, classes="body")
+
+    @property
+    def body(self) -> Markdown:
+        return self.query_one(Markdown)
+
+    def append(self, fragment: str) -> None:
+        """Add streamed text. ``Markdown.append`` re-parses only the last block, so a long
+        reply costs the same per update as a short one."""
+        if fragment:
+            self.text += fragment
+            self.body.append(fragment)
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        self.body.update(text)
+
+    def mark(self, note: str) -> None:
+        """Add a short note after the body (e.g. "(stopped)")."""
+        self.mount(Label(note, classes="note"))
+
+
+class MessageList(VerticalScroll):
+    """The scrolling list of messages; follows the bottom while a reply streams."""
+
+    can_focus = False
+
+    def add(self, role: str, label: str, content: str = "") -> MessageView:
+        view = MessageView(role, label, content)
+        self.mount(view)
+        self.scroll_end(animate=False)
+        return view
+
+    @property
+    def views(self) -> list[MessageView]:
+        return list(self.query(MessageView))
+
+    def remove_from(self, index: int) -> None:
+        """Remove the views from ``index`` on (they mirror ``Conversation.messages``)."""
+        for view in self.views[index:]:
+            view.remove()
+
+    def clear(self) -> None:
+        self.remove_children()

@@ -1,0 +1,367 @@
+"""Telemetry samplers on fake sysfs trees modelled on real boards, and the monitor."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from amalia_edge.telemetry import (
+    FallbackSampler,
+    Monitor,
+    Snapshot,
+    default_monitor,
+    energy_joules,
+    power_stats,
+)
+from amalia_edge.telemetry.base import Reading, Sampler, SourceStatus
+from amalia_edge.telemetry.ina3221 import MODULE_SUM_LABEL, INA3221Sampler, discover_rails
+from amalia_edge.telemetry.rapl import RaplSampler, counter_delta
+from amalia_edge.telemetry.system import SystemSampler
+from amalia_edge.telemetry.tegrastats import TegrastatsSampler, parse_line
+from tests.plugins.telemetry import TELEMETRY_FIXTURES
+
+ORIN_RAILS = {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, match: str) -> None:
+    """Make reads of paths containing ``match`` raise PermissionError (root ignores chmod)."""
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *a: object, **k: object) -> str:
+        if match in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *a, **k)  # type: ignore[arg-type]
+
+    # Path.read_text is how every sampler reads sysfs, so this covers them all.
+    monkeypatch.setattr(Path, "read_text", read_text)
+
+
+# -- INA3221 -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("tree", ["agx_orin_jp5", "agx_orin_jp6"])
+def test_ina3221_orin_rails_and_module_sum(fake_sysfs, tree):
+    root = fake_sysfs(tree)
+    s = INA3221Sampler(root)
+    st = s.open()
+    assert st.available, st
+    r = s.read()
+    # NC channels, channel 7 "sum of shunt voltages" (JP6) and the tmp451 chip are skipped
+    assert set(r.rails) == ORIN_RAILS
+    assert r.rails["VDD_GPU_SOC"] == pytest.approx(4984 * 1203 / 1e6)
+    assert r.rails["VDDQ_VDD2_1V8AO"] == pytest.approx(4992 * 102 / 1e6)
+    # no whole-board rail on the AGX Orin dev kit: the total is the named module sum
+    assert r.power_label == MODULE_SUM_LABEL
+    assert r.power_w == pytest.approx(sum(r.rails.values()))
+    assert r.power_w != pytest.approx(r.rails["VIN_SYS_5V0"])
+
+
+def test_ina3221_input_rail_is_the_total_where_present(fake_sysfs):
+    root = fake_sysfs("agx_orin_jp5")
+    hw = next(root.glob("sys/bus/i2c/devices/1-0041/hwmon/hwmon*"))
+    (hw / "in1_label").write_text("VDD_IN\n")
+    (hw / "in1_input").write_text("19000\n")
+    (hw / "curr1_input").write_text("700\n")
+    s = INA3221Sampler(root)
+    assert s.open().available
+    r = s.read()
+    assert r.power_label == "VDD_IN"
+    assert r.power_w == pytest.approx(19.0 * 0.7)
+
+
+def test_ina3221_reads_fresh_values_each_tick(fake_sysfs):
+    root = fake_sysfs("agx_orin_jp6")
+    s = INA3221Sampler(root)
+    s.open()
+    hw = next(root.glob("sys/bus/i2c/devices/1-0040/hwmon/hwmon*"))
+    (hw / "curr1_input").write_text("2000\n")
+    assert s.read().rails["VDD_GPU_SOC"] == pytest.approx(4984 * 2000 / 1e6)
+
+
+def test_ina3221_absent_and_permission_denied(tmp_path, fake_sysfs, monkeypatch):
+    st = INA3221Sampler(tmp_path).open()
+    assert not st.available and "no INA3221" in st.reason
+    root = fake_sysfs("agx_orin_jp5")
+    _deny(monkeypatch, "curr1_input")
+    st = INA3221Sampler(root).open()
+    assert not st.available
+    assert "Permission denied" in st.reason and "curr1_input" in st.reason
+
+
+def test_discover_rails_has_no_duplicates(fake_sysfs):
+    rails, why = discover_rails(fake_sysfs("agx_orin_jp5"))
+    assert why == "" and len(rails) == len({r.name for r in rails}) == 4
+
+
+# -- tegrastats --------------------------------------------------------------------------------
+def _lines(name: str) -> list[str]:
+    return (TELEMETRY_FIXTURES / f"tegrastats_{name}.txt").read_text().splitlines()
+
+
+def test_tegrastats_jp5_line():
+    idle, busy = (parse_line(x) for x in _lines("jp5"))
+    assert set(idle.rails) == ORIN_RAILS  # NC rails dropped
+    assert idle.rails["VDD_GPU_SOC"] == pytest.approx(2.397)
+    assert idle.power_label == MODULE_SUM_LABEL
+    assert idle.power_w == pytest.approx(2.397 + 0.799 + 3.726 + 0.503)
+    assert idle.mem_used == 2448 * 1024 * 1024
+    assert idle.gpu_load == 0.0
+    assert "CV0" not in idle.temps and "GPU" not in idle.temps  # -256C = no sensor
+    assert idle.temps["CPU"] == pytest.approx(47.062)
+    assert idle.cpu_percent == pytest.approx(8 / 8)  # 8 online cores, "off" ones ignored
+    assert busy.gpu_load == 97.0 and busy.gpu_freq == 1_300_000_000
+    assert busy.rails["VDD_GPU_SOC"] == pytest.approx(14.770)  # instant, not the average
+
+
+def test_tegrastats_jp6_line():
+    idle, busy = (parse_line(x) for x in _lines("jp6"))
+    assert set(idle.rails) == ORIN_RAILS
+    assert idle.temps["cpu"] == pytest.approx(45.5) and idle.temps["gpu"] == pytest.approx(41.906)
+    assert idle.gpu_load == 0.0 and idle.gpu_freq is None  # bare "GR3D_FREQ 0%"
+    assert busy.gpu_load == 99.0 and busy.gpu_freq == 1_300_000_000
+    assert busy.mem_used == 9857 * 1024 * 1024
+    assert busy.power_w == pytest.approx(19.513 + 3.195 + 6.452 + 3.415)
+
+
+def test_tegrastats_jp7_line_three_values_per_rail():
+    _, busy = (parse_line(x) for x in _lines("jp7"))
+    assert busy.rails == pytest.approx(
+        {"VDD_GPU": 31.405, "VDD_CPU_SOC_MSS": 9.021, "VIN_SYS_5V0": 5.105}
+    )
+    assert busy.gpu_freq == 1_575_000_000 and busy.gpu_load == 96.0
+    assert busy.temps["soc012"] == pytest.approx(51.25)
+
+
+def test_tegrastats_old_unitless_rails_and_no_ram_as_rail():
+    r = parse_line(
+        "RAM 1766/3964MB (lfb 197x4MB) SWAP 0/2048MB (cached 0MB) CPU [24%@1224,15%@1224] "
+        "EMC_FREQ 0% GR3D_FREQ 0% PLL@21C CPU@25C POM_5V_IN 2545/2547 POM_5V_GPU 0/0"
+    )
+    assert set(r.rails) == {"POM_5V_IN", "POM_5V_GPU"}
+    assert r.power_label == "POM_5V_IN" and r.power_w == pytest.approx(2.545)
+
+
+def test_tegrastats_line_without_power_reports_none():
+    r = parse_line("RAM 264/28409MB (lfb 7004x4MB) CPU [0%@1817,0%@1817] GR3D_FREQ 0%@1109")
+    assert r.power_w is None and r.rails == {}
+
+
+def test_tegrastats_sampler_runs_binary(fake_tegrastats):
+    s = TegrastatsSampler(binary=fake_tegrastats("jp6"), interval=0.02)
+    st = s.open()
+    try:
+        assert st.available, st
+        assert "--interval 20" in st.reason
+        deadline = time.monotonic() + 3
+        seen = set()
+        while time.monotonic() < deadline and len(seen) < 2:
+            seen.add(round(s.read().power_w or 0, 3))
+            time.sleep(0.01)
+        assert len(seen) == 2  # both recorded lines came through
+    finally:
+        s.close()
+    assert s._proc is None
+
+
+def test_tegrastats_sampler_failures(tmp_path, fake_tegrastats):
+    st = TegrastatsSampler(binary=fake_tegrastats("x", fail="tegrastats: need root")).open()
+    assert not st.available and "need root" in st.reason
+    assert not TegrastatsSampler(root=tmp_path).open().available
+    exe = tmp_path / "tegrastats"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o644)
+    st = TegrastatsSampler(binary=exe).open()
+    assert not st.available and "not executable" in st.reason
+
+
+def test_fallback_to_tegrastats_when_sysfs_unreadable(tmp_path, fake_tegrastats):
+    fb = FallbackSampler(
+        "jetson_power",
+        INA3221Sampler(tmp_path),
+        TegrastatsSampler(binary=fake_tegrastats("jp5"), interval=0.02),
+    )
+    try:
+        st = fb.open()
+        assert st.available and "tegrastats" in st.reason and "ina3221 unavailable" in st.reason
+        assert set(fb.read().rails) == ORIN_RAILS
+    finally:
+        fb.close()
+
+
+# -- RAPL --------------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_rapl_power_and_wraparound(fake_sysfs):
+    root = fake_sysfs("x86_rapl")
+    pc = root / "sys/class/powercap"
+    max_range = 262143328850
+    # package-0 wraps: 1 J before the top of the range -> 4 J after it restarts = 5 J in 0.5 s
+    (pc / "intel-rapl:0/energy_uj").write_text(f"{max_range - 1_000_000}\n")
+    clock = _Clock()
+    s = RaplSampler(root, clock=clock)
+    st = s.open()
+    assert st.available, st
+    assert "package-0/core" in st.reason and "intel-rapl/" not in st.reason
+    (pc / "intel-rapl:0/energy_uj").write_text("4000000\n")
+    (pc / "intel-rapl:0:0/energy_uj").write_text(f"{45678901 + 2_000_000}\n")
+    (pc / "intel-rapl:1/energy_uj").write_text(f"{9876543 + 500_000}\n")
+    clock.t += 0.5
+    r = s.read()
+    assert r.rails["package-0"] == pytest.approx(10.0)
+    assert r.rails["package-0/core"] == pytest.approx(4.0)
+    assert r.rails["dram"] == pytest.approx(1.0)
+    assert r.rails["package-0/uncore"] == pytest.approx(0.0)
+    assert r.power_label == "rapl_package_sum"
+    assert r.power_w == pytest.approx(11.0)  # packages only; the core subzone is inside pkg 0
+
+
+def test_counter_delta():
+    assert counter_delta(10, 25, 100) == 15
+    assert counter_delta(90, 5, 100) == 15
+
+
+def test_rapl_permission_denied_is_unavailable_not_zero(fake_sysfs, monkeypatch):
+    root = fake_sysfs("x86_rapl")
+    _deny(monkeypatch, "energy_uj")
+    st = RaplSampler(root).open()
+    assert not st.available
+    assert "permission denied" in st.reason and "CVE-2020-8694" in st.reason
+
+
+def test_rapl_absent(tmp_path):
+    assert not RaplSampler(tmp_path).open().available
+
+
+# -- system ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("tree", "load", "freq"),
+    [("agx_orin_jp5", 52.3, 918_000_000), ("agx_orin_jp6", 61.2, 1_300_500_000)],
+)
+def test_system_sampler_jetson_gpu_and_thermal(fake_sysfs, tree, load, freq):
+    s = SystemSampler(fake_sysfs(tree))
+    st = s.open()
+    assert st.available and "gpu load" in st.reason and "gpu freq" in st.reason
+    r = s.read()
+    assert r.gpu_load == pytest.approx(load)
+    assert r.gpu_freq == freq
+    assert r.temps["CPU-therm"] == pytest.approx(47.062)
+    assert "CV0-therm" not in r.temps  # -256 C: no sensor behind the zone
+    assert r.rss is not None and r.rss > 0
+    assert r.mem_used is not None and r.mem_used > 0
+    assert r.cpu_percent is not None
+
+
+def test_system_sampler_elsewhere_has_no_gpu(tmp_path):
+    s = SystemSampler(tmp_path)
+    assert s.open().available
+    r = s.read()
+    assert r.gpu_load is None and r.gpu_freq is None and r.temps == {}
+
+
+def test_system_sampler_unreadable_zone_is_named(fake_sysfs, monkeypatch):
+    root = fake_sysfs("agx_orin_jp5")
+    _deny(monkeypatch, "thermal_zone1/temp")
+    st = SystemSampler(root).open()
+    assert "GPU-therm: cannot read" in st.reason
+
+
+# -- monitor -----------------------------------------------------------------------------------
+class _Flaky(Sampler):
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def open(self) -> SourceStatus:
+        return SourceStatus(self.name, True)
+
+    def read(self) -> Reading:
+        self.n += 1
+        if self.n > 2:
+            raise PermissionError(13, "Permission denied", "/sys/fake")
+        return Reading(rails={"X": 1.0}, power_w=1.0, power_label="x")
+
+
+def test_monitor_start_latest_stop(known_power):
+    mon = Monitor([known_power], interval=0.01)
+    statuses = mon.start()
+    assert statuses == [SourceStatus("known_power", True, "test source")]
+    assert isinstance(mon.latest(), Snapshot)
+    time.sleep(0.15)
+    t_stop = time.perf_counter()
+    samples = mon.stop()
+    assert len(samples) >= 5
+    ts = [s.t for s in samples]
+    assert ts == sorted(ts)
+    assert samples[-1].t >= t_stop - 0.01
+    assert not any(t.name == "amalia-telemetry" for t in threading.enumerate())
+    assert samples[0].power_label == "known_sum"
+
+
+def test_monitor_drops_failing_source_with_reason():
+    mon = Monitor([_Flaky()], interval=0.005)
+    mon.start()
+    time.sleep(0.06)
+    samples = mon.stop()
+    assert samples[0].power_w == 1.0
+    assert samples[-1].power_w is None  # unavailable afterwards: None, never 0
+    (st,) = mon.sources
+    assert not st.available and "Permission denied" in st.reason and "/sys/fake" in st.reason
+
+
+def test_monitor_context_manager_and_restart_guard(known_power):
+    with Monitor([known_power], interval=0.01) as mon, pytest.raises(RuntimeError):
+        mon.start()
+    assert mon.latest() is not None
+
+
+def test_energy_integral_matches_known_power(known_power):
+    mon = Monitor([known_power], interval=0.005)
+    mon.start()
+    time.sleep(0.2)
+    samples = mon.stop()
+    t0, t1 = samples[2].t + 0.001, samples[-3].t - 0.001
+    e = energy_joules(samples, t0, t1)
+    assert e == pytest.approx(known_power.exact_energy(t0, t1), rel=1e-3)
+    st = power_stats(samples, t0, t1)
+    assert st["total"]["peak"] >= st["total"]["avg"] > 0
+    assert set(st) == {"total", "VDD_GPU_SOC", "VDD_CPU_CV"}
+
+
+def test_energy_exact_on_synthetic_samples():
+    s = [
+        Snapshot(t=0.0, power_w=10.0),
+        Snapshot(t=1.0, power_w=20.0),
+        Snapshot(t=3.0, power_w=20.0),
+    ]
+    assert energy_joules(s) == pytest.approx(15 + 40)
+    assert energy_joules(s, 0.5, 2.0) == pytest.approx((15 + 20) / 2 * 0.5 + 20)
+    assert energy_joules([Snapshot(t=0.0), Snapshot(t=1.0)]) is None  # no power: None, not 0
+
+
+def test_default_monitor_on_fake_orin(fake_sysfs):
+    root = fake_sysfs("agx_orin_jp6")
+    mon = default_monitor(root=root, interval=0.02)
+    statuses = {s.name: s for s in mon.start()}
+    time.sleep(0.05)
+    samples = mon.stop()
+    assert statuses["jetson_power"].available
+    assert not statuses["rapl"].available and statuses["rapl"].reason
+    snap = samples[-1]
+    assert snap.power_label == MODULE_SUM_LABEL and set(snap.rails) == ORIN_RAILS
+    assert snap.gpu_freq == 1_300_500_000 and snap.rss
+
+
+def test_default_monitor_here_reports_reasons():
+    mon = default_monitor(interval=0.05)
+    statuses = mon.start()
+    mon.stop()
+    for st in statuses:
+        assert st.available or st.reason, st
