@@ -117,43 +117,56 @@ class ReferenceModel:
         self.config = ckpt.config
         self.inv_freq, self.rope_scale = rope_inv_freq(self.config)
         self.head_name = (
-            "lm_head.weight" if "lm_head.weight" in ckpt.tensor_infos else "model.embed_tokens.weight"
+            "lm_head.weight"
+            if "lm_head.weight" in ckpt.tensor_infos
+            else "model.embed_tokens.weight"
         )
 
     def _w(self, name: str) -> np.ndarray:
         return self.ckpt.read(name, "float32")
 
+    def _load_layer(self, i: int) -> dict[str, np.ndarray]:
+        """Every tensor of layer ``i`` as float32, keyed by the name after ``layers.{i}.``."""
+        prefix = f"model.layers.{i}."
+        return {
+            n[len(prefix) :]: self._w(n) for n in self.ckpt.tensor_infos if n.startswith(prefix)
+        }
+
+    @staticmethod
     def _linear(
-        self, x: np.ndarray, prefix: str, hook: MatmulHook | None, *, call_hook: bool = True
+        x: np.ndarray, w: dict[str, np.ndarray], key: str, name: str, hook: MatmulHook | None
     ) -> np.ndarray:
-        name = prefix + ".weight"
-        if hook is not None and call_hook:
+        if hook is not None:
             hook(name, x)
-        y = x @ self._w(name).T
-        if prefix + ".bias" in self.ckpt.tensor_infos:
-            y = y + self._w(prefix + ".bias")
+        y = x @ w[key + ".weight"].T
+        if key + ".bias" in w:
+            y = y + w[key + ".bias"]
         return y.astype(np.float32)
 
-    def _layer(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
-               hook: MatmulHook | None) -> np.ndarray:
+    def _layer(
+        self,
+        i: int,
+        w: dict[str, np.ndarray],
+        x: np.ndarray,
+        cos: np.ndarray,
+        sin: np.ndarray,
+        hook: MatmulHook | None,
+    ) -> np.ndarray:
         c = self.config
         p = f"model.layers.{i}."
         t = x.shape[0]
         hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
 
-        h = rms_norm(x, self._w(p + "input_layernorm.weight"), c.rms_norm_eps)
-        if hook is not None:
-            for proj in ("q_proj", "k_proj", "v_proj"):
-                hook(p + f"self_attn.{proj}.weight", h)
-        q = self._linear(h, p + "self_attn.q_proj", hook, call_hook=False)
-        k = self._linear(h, p + "self_attn.k_proj", hook, call_hook=False)
-        v = self._linear(h, p + "self_attn.v_proj", hook, call_hook=False)
+        h = rms_norm(x, w["input_layernorm.weight"], c.rms_norm_eps)
+        q, k, v = (
+            self._linear(h, w, f"self_attn.{n}_proj", p + f"self_attn.{n}_proj.weight", hook)
+            for n in "qkv"
+        )
         q = apply_rope(q.reshape(t, nh, hd).transpose(1, 0, 2), cos, sin)
         k = apply_rope(k.reshape(t, nkv, hd).transpose(1, 0, 2), cos, sin)
         v = v.reshape(t, nkv, hd).transpose(1, 0, 2)
 
-        group = nh // nkv
-        kv_of_head = np.arange(nh) // group
+        kv_of_head = np.arange(nh) // (nh // nkv)  # grouped-query attention
         scores = np.einsum("htd,hsd->hts", q, k[kv_of_head]) / np.float32(math.sqrt(hd))
         mask = np.triu(np.ones((t, t), dtype=bool), k=1)
         scores = np.where(mask, np.float32(-np.inf), scores)
@@ -162,36 +175,78 @@ class ReferenceModel:
         probs /= probs.sum(axis=-1, keepdims=True)
         attn = np.einsum("hts,hsd->htd", probs.astype(np.float32), v[kv_of_head])
         attn = attn.transpose(1, 0, 2).reshape(t, nh * hd).astype(np.float32)
-        x = x + self._linear(attn, p + "self_attn.o_proj", hook)
+        x = x + self._linear(attn, w, "self_attn.o_proj", p + "self_attn.o_proj.weight", hook)
 
-        h = rms_norm(x, self._w(p + "post_attention_layernorm.weight"), c.rms_norm_eps)
-        if hook is not None:
-            hook(p + "mlp.gate_proj.weight", h)
-            hook(p + "mlp.up_proj.weight", h)
-        gate = self._linear(h, p + "mlp.gate_proj", hook, call_hook=False)
-        up = self._linear(h, p + "mlp.up_proj", hook, call_hook=False)
+        h = rms_norm(x, w["post_attention_layernorm.weight"], c.rms_norm_eps)
+        gate = self._linear(h, w, "mlp.gate_proj", p + "mlp.gate_proj.weight", hook)
+        up = self._linear(h, w, "mlp.up_proj", p + "mlp.up_proj.weight", hook)
         act = (silu(gate) * up).astype(np.float32)
-        return (x + self._linear(act, p + "mlp.down_proj", hook)).astype(np.float32)
+        down = self._linear(act, w, "mlp.down_proj", p + "mlp.down_proj.weight", hook)
+        return (x + down).astype(np.float32)
+
+    def _check_ids(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("token_ids is empty")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size})")
+        return ids
+
+    def hidden_states_many(
+        self,
+        sequences: Sequence[Sequence[int] | np.ndarray],
+        on_matmul: MatmulHook | None = None,
+    ) -> list[np.ndarray]:
+        """Final-normed hidden states [T_i, hidden] of each sequence (independent, causal).
+
+        Layers are the outer loop: each layer's weights are read once for all sequences.
+        """
+        c = self.config
+        seqs = [self._check_ids(s) for s in sequences]
+        xs = [self.ckpt.read_rows("model.embed_tokens.weight", ids) for ids in seqs]
+        rope = []
+        for ids in seqs:
+            pos = np.arange(ids.size, dtype=np.float32)
+            freqs = np.outer(pos, self.inv_freq).astype(np.float32)
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            scale = np.float32(self.rope_scale)
+            rope.append(
+                ((np.cos(emb) * scale).astype(np.float32), (np.sin(emb) * scale).astype(np.float32))
+            )
+        for i in range(c.num_hidden_layers):
+            w = self._load_layer(i)
+            xs = [
+                self._layer(i, w, x, cos, sin, on_matmul)
+                for x, (cos, sin) in zip(xs, rope, strict=True)
+            ]
+            del w
+        norm = self._w("model.norm.weight")
+        return [rms_norm(x, norm, c.rms_norm_eps) for x in xs]
 
     def hidden_states(
         self, token_ids: Sequence[int] | np.ndarray, on_matmul: MatmulHook | None = None
     ) -> np.ndarray:
         """Final-normed hidden states [T, hidden] (before the output head)."""
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-        c = self.config
-        if ids.size == 0:
-            raise ValueError("token_ids is empty")
-        if ids.min() < 0 or ids.max() >= c.vocab_size:
-            raise ValueError(f"token ids must be in [0, {c.vocab_size})")
-        x = self.ckpt.read_rows("model.embed_tokens.weight", ids)
-        pos = np.arange(ids.size, dtype=np.float32)
-        freqs = np.outer(pos, self.inv_freq).astype(np.float32)
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        cos = (np.cos(emb) * np.float32(self.rope_scale)).astype(np.float32)
-        sin = (np.sin(emb) * np.float32(self.rope_scale)).astype(np.float32)
-        for i in range(c.num_hidden_layers):
-            x = self._layer(i, x, cos, sin, on_matmul)
-        return rms_norm(x, self._w("model.norm.weight"), c.rms_norm_eps)
+        return self.hidden_states_many([token_ids], on_matmul)[0]
+
+    def forward_many(
+        self,
+        sequences: Sequence[Sequence[int] | np.ndarray],
+        on_matmul: MatmulHook | None = None,
+    ) -> list[np.ndarray]:
+        """:meth:`forward` of several independent sequences, reading the weights once."""
+        hs = self.hidden_states_many(sequences, on_matmul)
+        if on_matmul is not None:
+            for h in hs:
+                on_matmul(self.head_name, h)
+        vocab = self.config.vocab_size
+        outs = [np.empty((h.shape[0], vocab), dtype=np.float32) for h in hs]
+        for start in range(0, vocab, HEAD_BLOCK_ROWS):
+            stop = min(start + HEAD_BLOCK_ROWS, vocab)
+            block = self.ckpt.read_row_block(self.head_name, start, stop)
+            for h, out in zip(hs, outs, strict=True):
+                out[:, start:stop] = h @ block.T
+        return outs
 
     def forward(
         self, token_ids: Sequence[int] | np.ndarray, on_matmul: MatmulHook | None = None
@@ -203,16 +258,7 @@ class ReferenceModel:
         with the same ``x``, and finally the output head under ``lm_head.weight`` (or
         ``model.embed_tokens.weight`` when tied).
         """
-        h = self.hidden_states(token_ids, on_matmul)
-        if on_matmul is not None:
-            on_matmul(self.head_name, h)
-        vocab = self.config.vocab_size
-        out = np.empty((h.shape[0], vocab), dtype=np.float32)
-        for start in range(0, vocab, HEAD_BLOCK_ROWS):
-            stop = min(start + HEAD_BLOCK_ROWS, vocab)
-            block = self.ckpt.read_row_block(self.head_name, start, stop)
-            out[:, start:stop] = h @ block.T
-        return out
+        return self.forward_many([token_ids], on_matmul)[0]
 
     def logits(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Logits [T, vocab] float32, causal, for the whole sequence."""

@@ -57,14 +57,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--intermediate", type=int, default=768)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=120)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train-chars", type=int, default=6_000_000, help="chars sampled for training")
     p.add_argument("--tok-chars", type=int, default=3_000_000, help="chars sampled for the tokenizer")
     p.add_argument("--chat-fraction", type=float, default=0.15, help="share of ChatML sequences")
     p.add_argument("--eval-chunks", type=int, default=48)
-    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--log-every", type=int, default=10)
     return p.parse_args()
 
 

@@ -154,7 +154,7 @@ def test_tegrastats_sampler_runs_binary(fake_tegrastats):
         assert st.available, st
         assert "--interval 20" in st.reason
         deadline = time.monotonic() + 3
-        seen = set()
+        seen: set[float] = set()
         while time.monotonic() < deadline and len(seen) < 2:
             seen.add(round(s.read().power_w or 0, 3))
             time.sleep(0.01)

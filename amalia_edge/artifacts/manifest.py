@@ -176,7 +176,9 @@ def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
             fix="run `amalia-edge quantize --out DIR` first, or point to the directory it wrote",
         ) from None
     except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror}", fix="check permissions") from None
+        raise ArtifactError(
+            f"cannot read {path}: {exc.strerror}", fix="check permissions"
+        ) from None
     try:
         return Manifest.from_dict(json.loads(text))
     except (ValueError, TypeError) as exc:

@@ -162,7 +162,7 @@ def load_config(directory: Path) -> ModelConfig:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"cannot read: {exc}", "check permissions or download it again")
+        raise _fail(path, f"cannot read: {exc}", "check permissions or download it again") from None
     except json.JSONDecodeError as exc:
         raise _fail(
             path,

@@ -48,7 +48,9 @@ def resolve_repo_id(repo_id: str) -> Path:
         "holds it, or pass the checkpoint directory"
     )
     if not repo_dir.is_dir():
-        raise CheckpointError(f"{name} is not in the Hugging Face cache at {cache}", fix=fix)
+        raise CheckpointError(
+            f"{name} is neither a directory nor in the Hugging Face cache at {cache}", fix=fix
+        )
     snapshots = repo_dir / "snapshots"
     rev = revision or "main"
     ref = repo_dir / "refs" / rev

@@ -132,6 +132,11 @@ class Checkpoint:
                     )
             return list(headers.values())
         files = sorted(d.glob("*.safetensors"))
+        hf_files = [f for f in files if f.name.startswith("model")]
+        if hf_files:
+            # Mistral repos ship consolidated.safetensors (Mistral's own tensor names) beside
+            # the HF files; the HF ones are the checkpoint.
+            files = hf_files
         if not files:
             pickles = [p for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES]
             if pickles:
@@ -146,7 +151,7 @@ class Checkpoint:
                 if name in seen:
                     raise CheckpointError(
                         f"tensor {name} is in both {seen[name].name} and {h.path.name}",
-                        fix=f"remove the stray file, or add the {INDEX_FILE} that says which is used",
+                        fix=f"remove the stray file, or add the {INDEX_FILE} saying which is used",
                     )
                 seen[name] = h.path
         return headers_list
@@ -225,8 +230,12 @@ class Checkpoint:
                     known.add(name)
         extra = [n for n in infos if n not in known and not n.endswith(IGNORED_SUFFIXES)]
         if extra:
-            log.warning("%d tensor(s) not part of %s are ignored, e.g. %s", len(extra),
-                        c.architecture, extra[0])
+            log.warning(
+                "%d tensor(s) not part of %s are ignored, e.g. %s",
+                len(extra),
+                c.architecture,
+                extra[0],
+            )
         self.extra_tensors = extra
 
     def weight_names(self) -> list[str]:
@@ -335,9 +344,7 @@ class Checkpoint:
         )
 
 
-def open_checkpoint(
-    source: str | Path | None = None, *, tokenizer: bool = True
-) -> Checkpoint:
+def open_checkpoint(source: str | Path | None = None, *, tokenizer: bool = True) -> Checkpoint:
     """Open and validate a checkpoint.
 
     ``source``: a checkpoint directory; a repo id (``org/name[@rev]``) found in the local

@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -57,6 +58,9 @@ FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 # One read() call on Linux moves at most 0x7ffff000 bytes; larger tensors are read in pieces.
 _READ_CHUNK = 1 << 30
+# Raw bytes converted per step when a dtype conversion is asked for (bounds the transient
+# memory of BF16 -> float32/float16 to this, beside the result).
+CONVERT_CHUNK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,9 @@ def read_header(path: Path) -> SafetensorsHeader:
                 )
             raw = fh.read(n)
     except OSError as exc:
-        raise _err(path, f"cannot read: {exc.strerror or exc}", "check the path and permissions")
+        raise _err(
+            path, f"cannot read: {exc.strerror or exc}", "check the path and permissions"
+        ) from None
     if len(raw) != n:
         raise _err(path, "file shrank while its header was read (truncated)", _REDOWNLOAD)
     try:
@@ -179,7 +185,7 @@ def read_header(path: Path) -> SafetensorsHeader:
             name, dtype, tuple(shape), path, data_start + begin, end - begin
         )
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise _err(
                 path,
@@ -218,29 +224,46 @@ def bf16_to_f32(raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 def read_tensor(info: TensorInfo, dtype: str | None = None) -> np.ndarray[Any, Any]:
     """Read one tensor. ``dtype=None``: native (BF16 as uint16); ``"float32"``/``"float16"``:
-    converted (float types only; BF16 widens exactly, to float16 rounds to nearest)."""
+    converted (float types only; BF16 widens exactly, to float16 rounds to nearest).
+
+    Peak memory is the returned array plus at most :data:`CONVERT_CHUNK_BYTES` of raw bytes:
+    conversions run chunk by chunk into the preallocated result.
+    """
     if dtype not in (None, "float32", "float16"):
         raise ValueError(f"dtype must be None, 'float32' or 'float16', not {dtype!r}")
-    np_dtype = np.dtype(DTYPES[info.dtype][1])
-    arr = np.empty(info.numel, dtype=np_dtype)
-    try:
-        _read_exact(info.file, info.offset, info.nbytes, memoryview(arr).cast("B"))
-    except OSError as exc:
-        raise _err(info.file, f"cannot read tensor {info.name!r}: {exc.strerror or exc}", _REDOWNLOAD)
-    arr = arr.reshape(info.shape)
-    if dtype is None:
-        return arr
-    if info.dtype not in FLOAT_DTYPES:
+    native = np.dtype(DTYPES[info.dtype][1])
+    target = native if dtype is None else np.dtype(dtype)
+    if dtype is not None and info.dtype not in FLOAT_DTYPES:
         raise CheckpointError(
             f"tensor {info.name!r} is {info.dtype}, not a float type",
             fix="read it with dtype=None",
         )
-    if info.dtype == "BF16":
-        arr = bf16_to_f32(arr)
-    return arr.astype(np.dtype(dtype), copy=False)
+    same = dtype is None or (native == target and info.dtype != "BF16")
+    out = np.empty(info.numel, dtype=native if same else target)
+    try:
+        if same:
+            _read_exact(info.file, info.offset, info.nbytes, out.data.cast("B"))
+        else:
+            itemsize = native.itemsize
+            step = max(1, CONVERT_CHUNK_BYTES // itemsize)
+            raw = np.empty(min(step, info.numel), dtype=native)
+            for start in range(0, info.numel, step):
+                n = min(step, info.numel - start)
+                chunk = raw[:n]
+                _read_exact(
+                    info.file, info.offset + start * itemsize, n * itemsize, chunk.data.cast("B")
+                )
+                out[start : start + n] = bf16_to_f32(chunk) if info.dtype == "BF16" else chunk
+    except OSError as exc:
+        raise _err(
+            info.file, f"cannot read tensor {info.name!r}: {exc.strerror or exc}", _REDOWNLOAD
+        ) from None
+    return out.reshape(info.shape)
 
 
-def read_rows(info: TensorInfo, rows: np.ndarray[Any, Any], dtype: str = "float32") -> np.ndarray[Any, Any]:
+def read_rows(
+    info: TensorInfo, rows: np.ndarray[Any, Any], dtype: str = "float32"
+) -> np.ndarray[Any, Any]:
     """Read selected rows of a 2-D tensor (e.g. embedding lookups) without reading the rest."""
     if len(info.shape) != 2:
         raise ValueError(f"{info.name} is not 2-D")
@@ -253,7 +276,7 @@ def read_rows(info: TensorInfo, rows: np.ndarray[Any, Any], dtype: str = "float3
         raise IndexError(f"row index out of range for {info.name} with {n_rows} rows")
     out = np.empty((rows.size, n_cols), dtype=np_dtype)
     for i, r in enumerate(rows):
-        _read_exact(info.file, info.offset + int(r) * row_bytes, row_bytes, memoryview(out[i]).cast("B"))
+        _read_exact(info.file, info.offset + int(r) * row_bytes, row_bytes, out[i].data.cast("B"))
     if info.dtype == "BF16":
         out = bf16_to_f32(out)
     return out.astype(np.dtype(dtype), copy=False)
@@ -273,7 +296,7 @@ def read_row_block(
         info.file,
         info.offset + start * inner * itemsize,
         (stop - start) * inner * itemsize,
-        memoryview(out.reshape(-1)).cast("B"),
+        out.reshape(-1).data.cast("B"),
     )
     if info.dtype == "BF16":
         out = bf16_to_f32(out)

@@ -207,6 +207,10 @@ def _sentencepiece_vocab(
     return tokens, scores, types
 
 
+def _known_pre() -> list[str]:
+    return sorted({*BPE_PRE_TOKENIZERS.values(), "gpt-2"})
+
+
 def _bpe_pre_name(tok: dict[str, Any], path: Path) -> str:
     pre = tok.get("pre_tokenizer") or {}
     parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
@@ -218,8 +222,7 @@ def _bpe_pre_name(tok: dict[str, Any], path: Path) -> str:
             raise CheckpointError(
                 f"{path}: BPE pre-tokenizer regex {pattern!r} is not one llama.cpp is known to "
                 "implement",
-                fix=f"supported BPE pre-tokenizers: {', '.join(sorted(set(BPE_PRE_TOKENIZERS.values())))}, "
-                "gpt-2",
+                fix=f"supported BPE pre-tokenizers: {', '.join(_known_pre())}",
             )
     if any(p.get("type") == "ByteLevel" and p.get("use_regex", True) for p in parts):
         return "gpt-2"  # GPT-2's own regex, applied inside ByteLevel

@@ -22,13 +22,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from amalia_edge.artifacts.atomic import atomic_open
 from amalia_edge.convert import tensor_names
-from amalia_edge.errors import ConversionError, QuantTypeError
+from amalia_edge.errors import CheckpointError, ConversionError, QuantTypeError
 
 if TYPE_CHECKING:
     from amalia_edge.checkpoint import Checkpoint
@@ -140,8 +140,14 @@ def plan(ckpt: Checkpoint, out_type: str) -> list[_Planned]:
     if spec.permute_qk and cfg.rope_scaling and cfg.rope_scaling.get("rope_type") == "llama3":
         factors = llama3_rope_factors(cfg)
         planned.append(
-            _Planned(tensor_names.ROPE_FREQS, factors.shape, gguf.GGMLQuantizationType.F32,
-                     factors.nbytes, None, data=factors)
+            _Planned(
+                tensor_names.ROPE_FREQS,
+                factors.shape,
+                gguf.GGMLQuantizationType.F32,
+                factors.nbytes,
+                None,
+                data=factors,
+            )
         )
     for hf_name, info in ckpt.tensor_infos.items():
         name = tensor_names.gguf_name(spec, hf_name)
@@ -182,46 +188,148 @@ def _convert(block: np.ndarray[Any, Any], qtype: Any) -> np.ndarray[Any, Any]:
     return np.asarray(gguf.quants.quantize(block, qtype))
 
 
-def _source_blocks(ckpt: Checkpoint, t: _Planned) -> Iterator[np.ndarray[Any, Any]]:
-    """Yield the tensor's converted data in row blocks, in file order."""
+# Native numpy dtype of each safetensors float type (BF16 held as its uint16 bits).
+_NATIVE: dict[str, Any] = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def _read_rows(info: Any, start: int, stop: int) -> np.ndarray[Any, Any]:
+    """Rows ``start:stop`` of a checkpoint tensor in its stored dtype, with one read."""
+    native = np.dtype(_NATIVE[info.dtype])
+    inner = math.prod(info.shape[1:])
+    out = np.empty((stop - start, *info.shape[1:]), dtype=native)
+    with open(info.file, "rb", buffering=0) as fh:
+        fh.seek(info.offset + start * inner * native.itemsize)
+        got = fh.readinto(out.data.cast("B"))
+    if got != out.nbytes:
+        raise CheckpointError(
+            f"{info.file} ended inside tensor {info.name!r}",
+            fix="the file changed or was truncated while converting; download it again",
+        )
+    return out
+
+
+def bf16_bits_to_f16(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """BF16 (uint16 bits) → float16, identical to ``float32(bf16).astype(float16)``.
+
+    BF16's 7 mantissa bits fit in F16's 10, so every BF16 value whose exponent is inside
+    F16's normal range converts exactly by moving bit fields (integer ops, ~10× faster than
+    numpy's float32 → float16 cast). The rest (|x| < 2**-14, |x| >= 2**16, inf, NaN) go
+    through the float cast so rounding, subnormals and overflow stay numpy's.
+    """
+    u16 = np.uint16  # numpy scalars: Python ints in uint16 arithmetic take a slow path
+    b = bits.view(u16)
+    mag = b & u16(0x7FFF)
+    # F16 exponent = BF16 exponent - 112 (bias 127 -> 15): one subtraction of 112 << 7 on the
+    # BF16 bit pattern, then a shift of 3 lines the 7 mantissa bits up with F16's 10.
+    out = mag - u16(112 << 7)
+    out <<= u16(3)
+    out |= b & u16(0x8000)
+    special = np.flatnonzero((mag < u16(113 << 7)) | (mag >= u16(143 << 7)))
+    if special.size:
+        flat_out = out.reshape(-1)
+        wide = b.reshape(-1)[special].astype(np.uint32) << 16
+        with np.errstate(over="ignore"):  # overflow to inf is the right answer
+            flat_out[special] = wide.view(np.float32).astype(np.float16).view(u16)
+    return out.view(np.float16)
+
+
+def _to_float32(native: np.ndarray[Any, Any], src_dtype: str) -> np.ndarray[Any, Any]:
+    if src_dtype == "BF16":
+        wide = native.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
+    return native.astype(np.float32, copy=False)
+
+
+def _to_target(native: np.ndarray[Any, Any], src_dtype: str, qtype: Any) -> np.ndarray[Any, Any]:
+    """Stored checkpoint data → the bytes of ``qtype``, skipping float32 where it is exact."""
     import gguf
 
-    from amalia_edge.checkpoint.safetensors import read_row_block
+    q = gguf.GGMLQuantizationType
+    if qtype == q.F16 and src_dtype == "BF16":
+        return bf16_bits_to_f16(native)
+    if qtype == q.F16 and src_dtype == "F16":
+        return native
+    if qtype == q.BF16 and src_dtype == "BF16":
+        return native  # bit-exact copy
+    return _convert(_to_float32(native, src_dtype), qtype)
 
+
+def _source_blocks(ckpt: Checkpoint, t: _Planned) -> Iterator[np.ndarray[Any, Any]]:
+    """Yield the tensor's converted data in row blocks, in file order."""
     if t.data is not None:
         yield _convert(t.data, t.qtype)
         return
     assert t.hf_name is not None
     info = ckpt.tensor_infos[t.hf_name]
-    # BF16 → BF16 is a bit-exact copy: no float32 round trip.
-    if t.qtype == gguf.GGMLQuantizationType.BF16 and info.dtype == "BF16":
-        raw = ckpt.read(t.hf_name)
-        if t.permute_heads:
-            raw = raw[_unpermute_rows(raw.shape[0], t.permute_heads)]
-        yield raw
-        return
     if t.permute_heads or len(t.shape) < 2:
-        data = ckpt.read(t.hf_name, dtype="float32")
+        native = _read_rows(info, 0, t.shape[0])
         if t.permute_heads:
-            data = data[_unpermute_rows(data.shape[0], t.permute_heads)]
-        yield _convert(data, t.qtype)
+            native = native[_unpermute_rows(native.shape[0], t.permute_heads)]
+        yield _to_target(native, info.dtype, t.qtype)
         return
     row_elems = math.prod(t.shape[1:])
     rows = max(1, CHUNK_BYTES // (4 * row_elems))
     for start in range(0, t.shape[0], rows):
-        block = read_row_block(info, start, min(start + rows, t.shape[0]), dtype="float32")
-        yield _convert(block, t.qtype)
+        native = _read_rows(info, start, min(start + rows, t.shape[0]))
+        yield _to_target(native, info.dtype, t.qtype)
 
 
-def _write(fh: BinaryIO, data: np.ndarray[Any, Any] | bytes) -> None:
+def _write(fh: IO[bytes], data: np.ndarray[Any, Any] | bytes) -> None:
     """Every tensor byte goes through here (one place for tests to inject a full disk)."""
-    fh.write(memoryview(data).cast("B") if isinstance(data, np.ndarray) else data)
+    if isinstance(data, np.ndarray):
+        fh.write(np.ascontiguousarray(data).data.cast("B"))
+    else:
+        fh.write(data)
 
 
-def _pad(fh: BinaryIO, alignment: int) -> None:
+def _pad(fh: IO[bytes], alignment: int) -> None:
     n = (-fh.tell()) % alignment
     if n:
         _write(fh, b"\0" * n)
+
+
+def file_mode() -> int:
+    """0o666 less the umask: temporaries from mkstemp are 0o600, artifacts are for sharing."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _card_list(readme: Path, *keys: str) -> list[str]:
+    """Values of list-or-scalar keys in a model card's YAML front matter (``language: pt`` /
+    ``language: [pt, en]`` / ``language:`` followed by ``- pt`` lines), in key order.
+
+    gguf-py's ``Metadata.load`` reads ``tags``/``pipeline_tag`` and ``languages``/``language``
+    this way for ``general.tags`` and ``general.languages``; no YAML parser is needed for them.
+    """
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not text.startswith("---"):
+        return []
+    end = text.find("\n---", 3)
+    found: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text[3 : end if end > 0 else len(text)].splitlines():
+        item = line.strip()
+        if current is not None and item.startswith("- "):
+            found[current].append(item[2:].strip().strip("'\""))
+            continue
+        current = None
+        key, sep, value = line.partition(":")
+        if not sep or line[:1].isspace() or key.strip() not in keys:
+            continue
+        key, value = key.strip(), value.strip()
+        if not value:
+            current = key
+            found[key] = []
+        elif value.startswith("[") and value.endswith("]"):
+            found[key] = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
+        else:
+            found[key] = [value.strip("'\"")]
+    return [v for k in keys for v in found.get(k, [])]
 
 
 def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
@@ -241,6 +349,11 @@ def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
     license_ = getattr(ckpt, "license", None)
     if license_:
         w.add_license(",".join(license_) if isinstance(license_, list) else str(license_))
+    readme = ckpt.path / "README.md"
+    if tags := _card_list(readme, "tags", "pipeline_tag"):
+        w.add_tags(tags)
+    if languages := _card_list(readme, "languages", "language"):
+        w.add_languages(languages)
     # TextModel.set_gguf_parameters
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -351,11 +464,13 @@ def write_gguf(
     writer = gguf.GGUFWriter(None, ckpt.config.gguf_arch)
     _add_metadata(writer, ckpt, ftype, params)
     for t in tensors:
-        writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+        writer.add_tensor_info(
+            t.gguf_name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype
+        )
 
     with atomic_open(path, "wb") as fh:
         # Hand gguf-py our temporary file instead of letting it open the final name.
-        writer.fout = [fh]
+        writer.fout = [fh]  # type: ignore[list-item]
         writer.path = path
         writer.state = WriterState.EMPTY
         writer.write_header_to_file()
@@ -373,6 +488,7 @@ def write_gguf(
             if written != t.nbytes:  # a bug, not user input: the header would lie
                 raise AssertionError(f"{t.gguf_name}: wrote {written} bytes, planned {t.nbytes}")
         _pad(fh, alignment)
+        os.fchmod(fh.fileno(), file_mode())
         writer.fout = None  # atomic_open owns and closes the file
     if progress is not None:
         progress(len(tensors), len(tensors), "")

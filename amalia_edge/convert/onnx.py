@@ -346,7 +346,15 @@ class _Weights:
             self.progress(hf_name)
         return self.ckpt.read(hf_name)
 
-    def _rows(self, arr: np.ndarray, row_bytes: int) -> int:
+    def _scale(self, name: str, scale: np.ndarray) -> str:
+        """Quantization scales go to external data too (an INT4 9B model has ~0.3 GB)."""
+        from onnx import TensorProto
+
+        dt = TensorProto.FLOAT16 if scale.dtype == np.float16 else TensorProto.FLOAT
+        self.g.inits.append(self.ext.add(name, dt, tuple(scale.shape), iter([scale.tobytes()])))
+        return name
+
+    def _rows(self, row_bytes: int) -> int:
         return max(1, _CHUNK_BYTES // max(1, row_bytes))
 
     def vector(self, hf_name: str) -> str:
@@ -360,19 +368,33 @@ class _Weights:
         return hf_name
 
     def table(self, hf_name: str) -> str:
-        """The embedding table ``[vocab, hidden]`` in the activation dtype (Gather source)."""
+        """The embedding table ``[vocab, hidden]`` in the activation dtype (Gather source).
+
+        Read in row blocks when the checkpoint offers it, so the table is never whole in
+        memory (it is the largest tensor of a 128k-vocabulary model).
+        """
         from onnx import TensorProto
 
-        src = self._source(hf_name)
+        if self.progress is not None:
+            self.progress(hf_name)
+        shape = tuple(self.ckpt.tensor_infos[hf_name].shape)
         act = np.dtype(self.spec.act)
-        step = self._rows(src, src.shape[1] * 4)
+        step = max(1, _CHUNK_BYTES // max(1, shape[1] * 4))
+        reader = getattr(self.ckpt, "read_row_block", None)
+        whole = None if reader is not None else self.ckpt.read(hf_name)
 
         def chunks() -> Iterator[bytes]:
-            for r in range(0, src.shape[0], step):
-                yield _widen(src[r : r + step]).astype(act).tobytes()
+            for r in range(0, shape[0], step):
+                stop = min(r + step, shape[0])
+                if reader is not None:
+                    block = reader(hf_name, r, stop)
+                else:
+                    assert whole is not None
+                    block = whole[r:stop]
+                yield _widen(block).astype(act).tobytes()
 
         onnx_dt = TensorProto.FLOAT16 if act == np.float16 else TensorProto.FLOAT
-        self.g.inits.append(self.ext.add(hf_name, onnx_dt, tuple(src.shape), chunks()))
+        self.g.inits.append(self.ext.add(hf_name, onnx_dt, shape, chunks()))
         return hf_name
 
     def matmul_weight(self, hf_name: str, *, int8_override: bool = False) -> str:
@@ -390,7 +412,7 @@ class _Weights:
         if kind == "int4" and n_in % self.spec.block_size:
             kind = "int8"  # an input dimension that is not a whole number of blocks
         # Rows of W^T (input features) per chunk; a whole number of int4 blocks.
-        step = self._rows(src, n_out * 4)
+        step = self._rows(n_out * 4)
         if kind == "int4":
             bs = self.spec.block_size
             step = max(bs, step // bs * bs)
@@ -400,6 +422,8 @@ class _Weights:
                 yield np.ascontiguousarray(_widen(src[:, r : r + step]).T)
 
         qname = hf_name + ("" if kind == "float" else f".{kind}")
+        if any(t.name == qname for t in self.g.inits):
+            qname += ".transposed"  # tied output head: the table of the same name is a Gather
         if kind == "float":
             onnx_dt = TensorProto.FLOAT16 if act == np.float16 else TensorProto.FLOAT
             self.g.inits.append(
@@ -423,7 +447,7 @@ class _Weights:
                     yield np.clip(np.rint(c / scale), -127, 127).astype(np.int8).tobytes()
 
             self.g.inits.append(self.ext.add(qname, TensorProto.INT8, (n_in, n_out), q8()))
-            sname = self.g.const(qname + ".scale", scale.astype(act))
+            sname = self._scale(qname + ".scale", scale.astype(act))
             return self.g.op("DequantizeLinear", [qname, sname], axis=1)
 
         # int4, blocks along the input dimension (axis 0 of W^T)
@@ -438,7 +462,7 @@ class _Weights:
 
         self.g.inits.append(self.ext.add(qname, TensorProto.INT4, (n_in, n_out), q4()))
         scale_all = np.concatenate(scales, axis=0).astype(act)
-        sname = self.g.const(qname + ".scale", scale_all)
+        sname = self._scale(qname + ".scale", scale_all)
         return self.g.op("DequantizeLinear", [qname, sname], axis=0, block_size=bs)
 
 
@@ -685,7 +709,9 @@ def write_onnx(
     blob = model.SerializeToString()
     atomic_write_bytes(graph_path, blob)
     del onnx
-    params = sum(math.prod(t.shape) for t in ckpt.tensor_infos.values())
+    params = getattr(ckpt, "param_count", None)
+    if not isinstance(params, int):
+        params = sum(math.prod(t.shape) for t in ckpt.tensor_infos.values())
     log.info("wrote %s (%d bytes) + %s (%d bytes)", graph_path, len(blob), data_path, data_size)
     return OnnxExport(
         precision=spec.name,

@@ -57,7 +57,9 @@ class QuantType:
 _ROWS: tuple[QuantType, ...] = (
     # Unquantized. ftype from llama.h; bpw: element size.
     QuantType("F32", 0, 32.0, False, "amalia", "32-bit float, reference precision"),
-    QuantType("F16", 1, 16.0, False, "amalia", "16-bit float, lossless for BF16/F16 sources in practice"),  # noqa: E501
+    QuantType(
+        "F16", 1, 16.0, False, "amalia", "16-bit float, lossless for BF16/F16 sources in practice"
+    ),
     QuantType("BF16", 32, 16.0, False, "amalia", "bfloat16, bit-exact copy of BF16 checkpoints"),
     # Legacy block quants (32 weights per block). bpw: ggml-common.h block_q*_* sizes.
     QuantType("Q8_0", 7, 8.5, False, "amalia", "8-bit, near-lossless (+0.0026 ppl @ Llama-3-8B)"),
@@ -67,16 +69,30 @@ _ROWS: tuple[QuantType, ...] = (
     QuantType("Q4_0", 2, 4.5, False, "llama.cpp", "4-bit (+0.4685 ppl @ Llama-3-8B)"),
     # K-quant mixes (256 weights per super-block). bpw: tools/quantize/README.md, Llama-3.1-8B.
     QuantType("Q6_K", 18, 6.5633, False, "llama.cpp", "6-bit k-quant (+0.0217 ppl @ Llama-3-8B)"),
-    QuantType("Q5_K_M", 17, 5.7036, False, "llama.cpp", "5-bit k-quant mix (+0.0569 ppl @ Llama-3-8B)"),  # noqa: E501
+    QuantType(
+        "Q5_K_M", 17, 5.7036, False, "llama.cpp", "5-bit k-quant mix (+0.0569 ppl @ Llama-3-8B)"
+    ),
     QuantType("Q5_K_S", 16, 5.5704, False, "llama.cpp", "5-bit k-quant (+0.1049 ppl @ Llama-3-8B)"),
-    QuantType("Q4_K_M", 15, 4.8944, False, "llama.cpp", "4-bit k-quant mix (+0.1754 ppl @ Llama-3-8B)"),  # noqa: E501
+    QuantType(
+        "Q4_K_M", 15, 4.8944, False, "llama.cpp", "4-bit k-quant mix (+0.1754 ppl @ Llama-3-8B)"
+    ),
     QuantType("Q4_K_S", 14, 4.6672, False, "llama.cpp", "4-bit k-quant (+0.2689 ppl @ Llama-3-8B)"),
-    QuantType("Q3_K_L", 13, 4.2979, False, "llama.cpp", "3-bit k-quant, large (+0.5562 ppl @ Llama-3-8B)"),  # noqa: E501
-    QuantType("Q3_K_M", 12, 3.9960, False, "llama.cpp", "3-bit k-quant mix (+0.6569 ppl @ Llama-3-8B)"),  # noqa: E501
-    QuantType("Q3_K_S", 11, 3.6429, False, "llama.cpp", "3-bit k-quant, small (+1.6321 ppl @ Llama-3-8B)"),  # noqa: E501
-    QuantType("Q2_K", 10, 3.1593, False, "llama.cpp", "2-bit k-quant mix (+3.5199 ppl @ Llama-3-8B)"),  # noqa: E501
+    QuantType(
+        "Q3_K_L", 13, 4.2979, False, "llama.cpp", "3-bit k-quant, large (+0.5562 ppl @ Llama-3-8B)"
+    ),
+    QuantType(
+        "Q3_K_M", 12, 3.9960, False, "llama.cpp", "3-bit k-quant mix (+0.6569 ppl @ Llama-3-8B)"
+    ),
+    QuantType(
+        "Q3_K_S", 11, 3.6429, False, "llama.cpp", "3-bit k-quant, small (+1.6321 ppl @ Llama-3-8B)"
+    ),
+    QuantType(
+        "Q2_K", 10, 3.1593, False, "llama.cpp", "2-bit k-quant mix (+3.5199 ppl @ Llama-3-8B)"
+    ),
     # Q2_K_S: llama-quant.cpp tensor_requires_imatrix() special-cases Q2_K inside a Q2_K_S file.
-    QuantType("Q2_K_S", 21, 2.9697, True, "llama.cpp", "2-bit k-quant, small (+3.1836 ppl @ Llama-3-8B)"),  # noqa: E501
+    QuantType(
+        "Q2_K_S", 21, 2.9697, True, "llama.cpp", "2-bit k-quant, small (+3.1836 ppl @ Llama-3-8B)"
+    ),
     # i-quants. bpw: tools/quantize/README.md, Llama-3.1-8B. needs_imatrix: tensor_requires_imatrix
     # (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS tensors; IQ2_M, IQ3_XS pick such tensors).
     QuantType("IQ4_NL", 25, 4.6818, False, "llama.cpp", "4.5 bpw non-linear"),
@@ -92,10 +108,16 @@ _ROWS: tuple[QuantType, ...] = (
     QuantType("IQ1_M", 31, 2.1460, True, "llama.cpp", "1.75 bpw i-quant"),
     QuantType("IQ1_S", 24, 2.0042, True, "llama.cpp", "1.56 bpw i-quant"),
     # Ternary (BitNet-style) quants. bpw: block_tq1_0 (54 B / 256) and block_tq2_0 (66 B / 256).
-    QuantType("TQ2_0", 37, 2.0625, False, "llama.cpp", "2.06 bpw ternary, for ternary-trained models"),  # noqa: E501
-    QuantType("TQ1_0", 36, 1.6875, False, "llama.cpp", "1.69 bpw ternary, for ternary-trained models"),  # noqa: E501
+    QuantType(
+        "TQ2_0", 37, 2.0625, False, "llama.cpp", "2.06 bpw ternary, for ternary-trained models"
+    ),
+    QuantType(
+        "TQ1_0", 36, 1.6875, False, "llama.cpp", "1.69 bpw ternary, for ternary-trained models"
+    ),
     # Newest llama.cpp only (llama.h 0.3.36): Q1_0 = 40 (block_q1_0), Q2_0 = 41 (group 64).
-    QuantType("Q2_0", 41, 2.25, False, "llama.cpp", "2.25 bpw (group 64), needs a recent llama.cpp"),  # noqa: E501
+    QuantType(
+        "Q2_0", 41, 2.25, False, "llama.cpp", "2.25 bpw (group 64), needs a recent llama.cpp"
+    ),
     QuantType("Q1_0", 40, 1.125, False, "llama.cpp", "1.125 bpw, needs a recent llama.cpp"),
     # MXFP4 for the experts of MoE models (gpt-oss); llama.h: LLAMA_FTYPE_MOSTLY_MXFP4_MOE = 38.
     QuantType("MXFP4_MOE", 38, 4.25, False, "llama.cpp", "MXFP4 experts, MoE models only", True),

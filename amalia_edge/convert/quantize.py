@@ -28,8 +28,14 @@ from typing import Any
 import numpy as np
 
 from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message
+from amalia_edge.convert.gguf import file_mode
 from amalia_edge.convert.quant_types import QuantType, get
-from amalia_edge.errors import BackendUnavailableError, ConversionError, ImatrixError, QuantTypeError
+from amalia_edge.errors import (
+    BackendUnavailableError,
+    ConversionError,
+    ImatrixError,
+    QuantTypeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,9 @@ def load_imatrix(path: str | os.PathLike[str]) -> Imatrix:
 
     path = Path(path)
     if not path.is_file():
-        raise ImatrixError(f"importance matrix {path} does not exist", fix="check the --imatrix path")
+        raise ImatrixError(
+            f"importance matrix {path} does not exist", fix="check the --imatrix path"
+        )
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -89,7 +97,9 @@ def load_imatrix(path: str | os.PathLike[str]) -> Imatrix:
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError, IndexError) as exc:
-        raise ImatrixError(f"{path} is not a readable GGUF file ({exc})", fix="make it again") from None
+        raise ImatrixError(
+            f"{path} is not a readable GGUF file ({exc})", fix="make it again"
+        ) from None
     sums: dict[str, np.ndarray[Any, Any]] = {}
     counts: dict[str, np.ndarray[Any, Any]] = {}
     for t in reader.tensors:
@@ -110,14 +120,17 @@ def load_imatrix(path: str | os.PathLike[str]) -> Imatrix:
     if datasets is None or chunk_count is None or chunk_size is None:
         # quantize.cpp load_imatrix: "missing imatrix metadata" is fatal there too.
         raise ImatrixError(
-            f"{path} lacks imatrix metadata ({_IMX_DATASETS}, {_IMX_CHUNK_COUNT}, {_IMX_CHUNK_SIZE})",
+            f"{path} lacks imatrix metadata "
+            f"({_IMX_DATASETS}, {_IMX_CHUNK_COUNT}, {_IMX_CHUNK_SIZE})",
             fix="make it again with a current llama-imatrix",
         )
     data: dict[str, np.ndarray[Any, Any]] = {}
     for name, s in sums.items():
         c = counts.get(name)
         if c is None or c.size == 0 or s.size % c.size:
-            raise ImatrixError(f"{path}: sums and counts for {name} do not match", fix="make it again")
+            raise ImatrixError(
+                f"{path}: sums and counts for {name} do not match", fix="make it again"
+            )
         ne0 = s.size // c.size
         c_rounded = np.rint(c).astype(np.float32)  # common_imatrix_load: std::lround(count)
         per_row = np.repeat(c_rounded, ne0)
@@ -149,7 +162,7 @@ class _LlamaLog:
             while "\n" in self._buf:
                 line, self._buf = self._buf.split("\n", 1)
                 self._line(level, line)
-        except Exception:  # noqa: BLE001 - never raise through a C callback
+        except Exception:
             pass
 
     def _line(self, level: int, line: str) -> None:
@@ -237,7 +250,11 @@ def llama_quantize(
             fix="pip install 'amalia-edge[llama]' (or only ask for f32,f16,bf16,q8_0)",
         ) from None
 
-    imx = load_imatrix(imatrix) if imatrix is not None and not isinstance(imatrix, Imatrix) else imatrix
+    imx = (
+        load_imatrix(imatrix)
+        if imatrix is not None and not isinstance(imatrix, Imatrix)
+        else imatrix
+    )
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads if threads and threads > 0 else (os.cpu_count() or 1)
@@ -276,15 +293,20 @@ def llama_quantize(
     try:
         llama_cpp.llama_backend_init()
         with sink.installed():
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+            rc = llama_cpp.llama_model_quantize(
+                str(src).encode(), str(tmp).encode(), ctypes.byref(params)
+            )
         if rc != 0:
             detail = sink.errors[-1] if sink.errors else f"return code {rc}"
             if "space" in detail.lower():
                 raise os_error_message(OSError(28, "No space left on device"), dst)
-            raise ConversionError(f"llama.cpp could not quantize to {qt.name}: {detail}",
-                                  fix="see the log with -vv; check the source GGUF")
+            raise ConversionError(
+                f"llama.cpp could not quantize to {qt.name}: {detail}",
+                fix="see the log with -vv; check the source GGUF",
+            )
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), file_mode())
         os.replace(tmp, dst)
     except OSError as exc:
         raise os_error_message(exc, dst) from None

@@ -433,7 +433,7 @@ def is_oom(messages: list[str]) -> bool:
 
 
 def oom_error(profile: EngineProfile, precision: str) -> EngineOutOfMemoryError:
-    smaller = max(256, profile.n_ctx // 2)
+    smaller = max(64, profile.n_ctx // 2)
     hint = f"rebuild with a smaller profile (`--ctx {smaller}`)"
     if precision not in ("int4",):
         hint += " or a smaller precision (an INT4/INT8 ONNX export)"
@@ -445,12 +445,15 @@ def oom_error(profile: EngineProfile, precision: str) -> EngineOutOfMemoryError:
 
 
 def _make_logger(trt: Any, sink: list[str]) -> Any:
+    sev = trt.ILogger.Severity
+    loud = {sev.INTERNAL_ERROR, sev.ERROR, sev.WARNING}
+
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
         def log(self, severity: Any, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
+            if severity in loud:
                 sink.append(str(msg))
                 log.warning("TensorRT: %s", msg)
             else:

@@ -77,7 +77,15 @@ def read_clocks_locked(fs: FsRoot) -> bool | None:
     min == max. ``None`` when no clock files can be read (not a Jetson, or no permission)."""
     pairs: list[tuple[int, int]] = []
     for policy in fs.glob(CPUFREQ_POLICIES):
-        lo, hi = fs.read_int(f"{policy}/scaling_min_freq"), fs.read_int(f"{policy}/scaling_max_freq")
+        # A cluster whose cores a power mode took offline keeps its policy directory with an
+        # empty affected_cpus; jetson_clocks does not touch it, so it must not count.
+        affected = fs.read_text(f"{policy}/affected_cpus")
+        if affected is not None and not affected.strip():
+            continue
+        lo, hi = (
+            fs.read_int(f"{policy}/scaling_min_freq"),
+            fs.read_int(f"{policy}/scaling_max_freq"),
+        )
         if lo is not None and hi is not None:
             pairs.append((lo, hi))
     for node in fs.glob(GPU_DEVFREQ):
@@ -157,7 +165,8 @@ def power_status(root: str | os.PathLike[str] | FsRoot | None = None) -> PowerSt
     return PowerStatus(mode, mode_id, list(conf.modes), conf.default_id, clocks, notes)
 
 
-def _require_root(action: str, command: str, euid: int | None) -> None:
+def require_root(action: str, command: str, euid: int | None = None) -> None:
+    """Raise :class:`DeviceError` naming the ``sudo`` command unless running as root."""
     uid = os.geteuid() if euid is None else euid
     if uid != 0:
         raise DeviceError(f"{action} needs root", fix=f"run `sudo {command}`")
@@ -192,7 +201,7 @@ def set_mode(
     fs = as_fsroot(root)
     status = power_status(fs)
     target = resolve_mode(mode, status.modes)
-    _require_root("changing the power mode", f"amalia-edge power --set {target.name}", euid)
+    require_root("changing the power mode", f"amalia-edge power --set {target.name}", euid)
     result = fs.runner.run(["nvpmodel", "-m", str(target.id)], input="NO\n", timeout=60)
     if result is None:
         raise DeviceError(
@@ -203,7 +212,7 @@ def set_mode(
     if not result.ok or "NVPM ERROR" in output:
         raise DeviceError(
             f"nvpmodel -m {target.id} failed: {output.strip().splitlines()[-1:] or ['no output']}",
-            fix="see `sudo nvpmodel -q --verbose` and the nvpmodel service log (journalctl -u nvpmodel)",
+            fix="see `sudo nvpmodel -q --verbose` and `journalctl -u nvpmodel`",
         )
     reboot = "reboot" in output.lower()
     return power_status(fs), reboot
@@ -214,17 +223,18 @@ def set_clocks(
     root: str | os.PathLike[str] | FsRoot | None = None,
     *,
     euid: int | None = None,
-    store: str | os.PathLike[str] = DEFAULT_CLOCKS_STORE,
+    store: str | os.PathLike[str] | None = None,
 ) -> PowerStatus:
     """Lock clocks at the mode's maximum (``jetson_clocks``) or restore the saved settings.
 
     Before locking, the current settings are saved with ``jetson_clocks --store`` (once) so
-    that ``on=False`` can put them back with ``jetson_clocks --restore``.
+    that ``on=False`` can put them back with ``jetson_clocks --restore``. ``store`` defaults
+    to :data:`DEFAULT_CLOCKS_STORE` under the root.
     """
     fs = as_fsroot(root)
     flag = "on" if on else "off"
-    _require_root("changing the clocks", f"amalia-edge power --clocks {flag}", euid)
-    store_path = Path(store)
+    require_root("changing the clocks", f"amalia-edge power --clocks {flag}", euid)
+    store_path = Path(store) if store is not None else fs.path(DEFAULT_CLOCKS_STORE)
     if on:
         if not store_path.exists():
             store_path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,4 +260,6 @@ def _run_clocks(fs: FsRoot, argv: list[str]) -> None:
         )
     if not result.ok:
         msg = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise DeviceError(f"{' '.join(argv)} failed: {msg[0]}", fix="run it by hand with sudo to see why")
+        raise DeviceError(
+            f"{' '.join(argv)} failed: {msg[0]}", fix="run it by hand with sudo to see why"
+        )

@@ -14,7 +14,12 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from amalia_edge.device.boards import SOC_CUDA_CC, BoardSpec, lookup_board, module_ids_from_compatible
+from amalia_edge.device.boards import (
+    SOC_CUDA_CC,
+    BoardSpec,
+    lookup_board,
+    module_ids_from_compatible,
+)
 from amalia_edge.device.fsroot import FsRoot, as_fsroot
 from amalia_edge.device.l4t import parse_nv_tegra_release
 from amalia_edge.device.power import PowerStatus, power_status
@@ -41,16 +46,30 @@ ARM_CPU_PARTS: dict[tuple[str, str], str] = {
 }
 
 # SIMD features that matter to llama.cpp / ONNX Runtime kernels: cpuinfo flag → our name.
-# x86 flag names: Linux arch/x86/include/asm/cpufeatures.h; arm64: Documentation/arch/arm64/elf_hwcaps.
+# Flag names: Linux arch/x86/include/asm/cpufeatures.h (x86) and
+# Documentation/arch/arm64/elf_hwcaps.rst (arm64).
 X86_SIMD: dict[str, str] = {
-    "sse4_2": "sse4.2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
-    "avx512_vnni": "avx512vnni", "avx512_bf16": "avx512bf16", "avx_vnni": "avxvnni",
+    "sse4_2": "sse4.2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512vl": "avx512vl",
+    "avx512_vnni": "avx512vnni",
+    "avx512_bf16": "avx512bf16",
+    "avx_vnni": "avxvnni",
     "amx_tile": "amx",
 }
 ARM_SIMD: dict[str, str] = {
-    "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "i8mm": "i8mm",
-    "bf16": "bf16", "sve": "sve", "sve2": "sve2",
+    "asimd": "neon",
+    "asimddp": "dotprod",
+    "asimdhp": "fp16",
+    "i8mm": "i8mm",
+    "bf16": "bf16",
+    "sve": "sve",
+    "sve2": "sve2",
 }
 
 
@@ -301,8 +320,10 @@ def _probe_jetson(fs: FsRoot, info: DeviceInfo, compatible: str, release_text: s
     ids = module_ids_from_compatible(compatible)
     board = lookup_board(compatible)
     info.board = board
-    info.soc = next((c.split(",", 1)[1] for c in compatible.split("\0")
-                     if c.startswith("nvidia,tegra")), board.soc if board else None)
+    info.soc = next(
+        (c.split(",", 1)[1] for c in compatible.split("\0") if c.startswith("nvidia,tegra")),
+        board.soc if board else None,
+    )
     if board is not None:
         info.module_id = board.module_id
         info.cuda_cc = board.cuda_cc
@@ -324,13 +345,15 @@ def _probe_jetson(fs: FsRoot, info: DeviceInfo, compatible: str, release_text: s
         else:
             info.l4t_release = rel.version
             info.jetpack = rel.jetpack
-    info.gpus = [GpuInfo(
-        name=f"{info.soc or 'Jetson'} integrated GPU",
-        memory_total=info.mem_total,
-        memory_free=info.mem_available,
-        cuda_cc=info.cuda_cc,
-        unified=True,
-    )]
+    info.gpus = [
+        GpuInfo(
+            name=f"{info.soc or 'Jetson'} integrated GPU",
+            memory_total=info.mem_total,
+            memory_free=info.mem_available,
+            cuda_cc=info.cuda_cc,
+            unified=True,
+        )
+    ]
     status = power_status(fs)
     info.power = status
     info.power_mode, info.power_mode_id = status.mode, status.mode_id
@@ -347,11 +370,19 @@ def _probe_other(fs: FsRoot, info: DeviceInfo) -> None:
         if not gpus:
             for path in fs.glob(NVIDIA_GPU_INFO):
                 text = fs.read_text(path) or ""
-                name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                             if ln.startswith("Model:")), "NVIDIA GPU")
+                name = next(
+                    (
+                        ln.split(":", 1)[1].strip()
+                        for ln in text.splitlines()
+                        if ln.startswith("Model:")
+                    ),
+                    "NVIDIA GPU",
+                )
                 gpus.append(GpuInfo(name))
             if gpus:
-                info.notes.append("nvidia-smi unavailable: GPU memory and compute capability unknown")
+                info.notes.append(
+                    "nvidia-smi unavailable: GPU memory and compute capability unknown"
+                )
         info.gpus = gpus
         if gpus:
             info.cuda_cc = gpus[0].cuda_cc

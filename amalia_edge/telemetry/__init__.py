@@ -18,6 +18,7 @@ Energy over a span: :func:`energy_joules` (trapezoidal ∫ power dt over the sna
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ __all__ = [
     "default_monitor",
     "default_samplers",
     "energy_joules",
+    "integrate",
+    "interpolate",
+    "power_series",
     "power_stats",
 ]
 
@@ -91,32 +95,55 @@ def default_monitor(
     return Monitor(default_samplers(root, interval, pid), interval=interval)
 
 
+def integrate(points: Sequence[tuple[float, float]], t0: float, t1: float) -> float | None:
+    """∫ v dt over [t0, t1] for time-sorted (t, v) points, linear between points (trapezoids).
+
+    The window is clipped to the points' span; None when it holds no span of data.
+    """
+    if len(points) < 2:
+        return None
+    lo, hi = max(t0, points[0][0]), min(t1, points[-1][0])
+    if hi <= lo:
+        return None
+    inner = [(t, v) for t, v in points if lo < t < hi]
+    seq = [(lo, interpolate(points, lo)), *inner, (hi, interpolate(points, hi))]
+    return sum((tb - ta) * (va + vb) / 2 for (ta, va), (tb, vb) in itertools.pairwise(seq))
+
+
+def interpolate(points: Sequence[tuple[float, float]], t: float) -> float:
+    """The value at ``t`` of the piecewise-linear signal through time-sorted ``points``."""
+    i = bisect.bisect_left(points, (t, float("-inf")))
+    if i <= 0:
+        return points[0][1]
+    if i >= len(points):
+        return points[-1][1]
+    (ta, va), (tb, vb) = points[i - 1], points[i]
+    return va if tb == ta else va + (vb - va) * (t - ta) / (tb - ta)
+
+
+def power_series(samples: Sequence[Snapshot], rail: str | None = None) -> list[tuple[float, float]]:
+    """(t, W) points of the total (``rail=None``) or of one rail, skipping samples without it."""
+    if rail is None:
+        pts = [(s.t, s.power_w) for s in samples if s.power_w is not None]
+    else:
+        pts = [(s.t, s.rails[rail]) for s in samples if rail in s.rails]
+    pts.sort()
+    return pts
+
+
 def energy_joules(
     samples: Sequence[Snapshot], t0: float | None = None, t1: float | None = None
 ) -> float | None:
     """∫ power dt (trapezoidal) over ``samples`` clipped to [t0, t1]; None if no power data.
 
-    Power between samples is linearly interpolated; the span is clipped at ``t0``/``t1``
-    (interpolating at the edges) so a measurement window need not fall on sample times.
+    Power between samples is linearly interpolated, also at the window's edges, so a
+    measurement window need not fall on sample times (but must lie between two samples to be
+    fully counted: the result covers only the part of the window the samples span).
     """
-    pts = [(s.t, s.power_w) for s in samples if s.power_w is not None]
+    pts = power_series(samples)
     if len(pts) < 2:
         return None
-    pts.sort()
-    lo = pts[0][0] if t0 is None else max(t0, pts[0][0])
-    hi = pts[-1][0] if t1 is None else min(t1, pts[-1][0])
-    if hi <= lo:
-        return None
-
-    def at(t: float) -> float:
-        for (ta, pa), (tb, pb) in itertools.pairwise(pts):
-            if ta <= t <= tb:
-                return pa if tb == ta else pa + (pb - pa) * (t - ta) / (tb - ta)
-        return pts[-1][1]
-
-    inner = [(t, p) for t, p in pts if lo < t < hi]
-    seq = [(lo, at(lo)), *inner, (hi, at(hi))]
-    return sum((tb - ta) * (pa + pb) / 2 for (ta, pa), (tb, pb) in itertools.pairwise(seq))
+    return integrate(pts, pts[0][0] if t0 is None else t0, pts[-1][0] if t1 is None else t1)
 
 
 def power_stats(

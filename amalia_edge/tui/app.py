@@ -17,9 +17,10 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from textual import work
 from textual.app import App
@@ -58,10 +59,11 @@ def default_monitor() -> Any:
 
 
 class ChatApp(App[None]):
-    CSS_PATH = "app.tcss"
+    # Absolute, so subclasses in other packages (the tests) find it too.
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     ENABLE_COMMAND_PALETTE = False
     # Narrow terminals (an 80-column SSH session) get a slimmer stats panel.
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - as Textual declares it
 
     def __init__(
         self,
@@ -117,8 +119,9 @@ class ChatApp(App[None]):
         self.load_model(self.spec)
 
     def on_unmount(self) -> None:
-        if self.chat.cancel_event is not None:
-            self.chat.cancel_event.set()
+        # Let a reply still decoding in its worker thread end now.
+        if self._chat_screen is not None and self._chat_screen.cancel_event is not None:
+            self._chat_screen.cancel_event.set()
         if self._monitor is not None:
             with contextlib.suppress(Exception):
                 self._monitor.stop()
@@ -136,8 +139,6 @@ class ChatApp(App[None]):
         if self.chat.generating:
             return
         from amalia_edge.tui.stats import StatsTracker
-
-        import time
 
         tracker = StatsTracker(self.chat.stats)
         tracker.observe(self.latest_snapshot(), time.perf_counter())

@@ -91,6 +91,12 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou aumenta --ctx.",
         "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or raise --ctx.",
     ),
+    "note.dropped": (
+        "A conversa já não cabe no contexto ({n_ctx} tokens): o modelo deixou de ver "
+        "as {n} mensagens mais antigas.",
+        "The chat no longer fits the context ({n_ctx} tokens): the model no longer sees "
+        "the {n} oldest messages.",
+    ),
     "note.stopped": ("Geração interrompida.", "Generation stopped."),
     "note.nothing_to_regenerate": (
         "Ainda não há resposta para regenerar.",

@@ -11,11 +11,18 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from amalia_edge.errors import ArtifactError
 from amalia_edge.runtime.events import Event
 from amalia_edge.tui.history import ChatMessage
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
+
+if TYPE_CHECKING:
+    from amalia_edge.runtime.chat import Role
+    from amalia_edge.runtime.model import Model
+    from amalia_edge.runtime.selection import Candidate, Selection
 
 
 class ChatModel(Protocol):
@@ -57,74 +64,80 @@ Loader = Callable[[ModelSpec], LoadedModel]
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` with the runtime (slow: call it from a worker thread)."""
-    from amalia_edge.runtime import load_model
+    from amalia_edge.runtime.model import load_model
 
-    model = load_model(spec.model, backend=spec.backend, quant=spec.quant, n_ctx=spec.n_ctx)
+    path = resolve_model(spec.model)
+    model = load_model(path, backend=spec.backend, quant=spec.quant, n_ctx=spec.n_ctx)
     return describe(model, spec)
 
 
-def describe(model: Any, spec: ModelSpec) -> LoadedModel:
-    """Read backend, quant, context size and the selection's reasons off a runtime model."""
-    selection = getattr(model, "selection", None)
-    chosen, rejected = explain_selection(selection)
-    cand = getattr(selection, "chosen", None)
-    backend = _first_attr((cand, model), ("backend", "backend_name", "name"))
-    quant = _first_attr((cand, getattr(cand, "artifact", None), model), ("quant", "quant_type"))
-    n_ctx = _first_attr((model,), ("n_ctx",))
+# Where a MODEL-less `amalia-edge chat` looks, in order: the bundled demo model's artifacts,
+# then what `make demo` / `amalia-edge quantize --out demo-artifacts` writes in the cwd.
+DEMO_DIRS = (Path(__file__).resolve().parents[1] / "data" / "demo", Path("demo-artifacts"))
+
+
+def resolve_model(model: str | None) -> str | Path:
+    """``model`` itself, or for ``None`` the first demo directory that holds something to run."""
+    if model is not None:
+        return model
+    for d in DEMO_DIRS:
+        if (d / "manifest.json").is_file() or any(d.glob("*.gguf")):
+            return d
+    raise ArtifactError(
+        "no MODEL given and no demo model found "
+        f"(looked in {', '.join(str(d) for d in DEMO_DIRS)})",
+        fix="run `amalia-edge quantize --out demo-artifacts` first, or pass a GGUF or "
+        "artifacts directory (F4 in the chat)",
+    )
+
+
+def describe(model: Model, spec: ModelSpec) -> LoadedModel:
+    """Backend, quant, context size and the selection's reasons of a runtime ``Model``."""
+    chosen, rejected = explain_selection(model.selection)
     return LoadedModel(
         model=model,
         spec=spec,
-        backend=None if backend is None else str(backend),
-        quant=None if quant is None else str(quant),
-        n_ctx=int(n_ctx) if isinstance(n_ctx, int) else spec.n_ctx,
+        backend=model.backend_name,
+        quant=model.artifact.quant,
+        n_ctx=model.n_ctx,
         chosen=chosen,
         rejected=rejected,
     )
 
 
-def explain_selection(selection: Any) -> tuple[list[str], list[str]]:
-    """Lines for the "why this backend" screen: the chosen candidate and each rejected one."""
+def explain_selection(selection: Selection | None) -> tuple[list[str], list[str]]:
+    """Lines for the "why this backend" screen: the chosen candidate (with the selection's
+    notes) and every other candidate and unavailable backend, each with its reasons."""
     if selection is None:
         return [], []
-    chosen = getattr(selection, "chosen", None)
-    rejected = getattr(selection, "rejected", None) or ()
-    return ([_describe_candidate(chosen)] if chosen is not None else []), [
-        _describe_candidate(c) for c in rejected
-    ]
+    chosen = selection.chosen
+    lines = [_candidate_line(chosen)] if chosen is not None else []
+    lines += [f"    {note}" for note in selection.notes]
+    rejected = [_candidate_line(c) for c in selection.candidates if c is not chosen]
+    for b in selection.backends:
+        if not b.ok:
+            hint = f" ({b.install_hint})" if b.install_hint else ""
+            rejected.append(f"{b.name}: {b.reason}{hint}")
+    return lines, rejected
 
 
-def _describe_candidate(cand: Any) -> str:
-    describe_fn = getattr(cand, "describe", None)
-    if callable(describe_fn):
-        return str(describe_fn())
-    name = _first_attr((cand,), ("backend", "backend_name", "name"))
-    quant = _first_attr((cand, getattr(cand, "artifact", None)), ("quant", "quant_type"))
-    reasons = getattr(cand, "reasons", None) or ()
-    head = " · ".join(str(x) for x in (name, quant) if x is not None) or str(cand)
-    return head + ("".join(f"\n    {r}" for r in reasons) if reasons else "")
-
-
-def _first_attr(objs: Sequence[Any], names: Sequence[str]) -> Any:
-    for obj in objs:
-        if obj is None:
-            continue
-        for name in names:
-            value = getattr(obj, name, None)
-            if value is not None and not callable(value):
-                return value
-    return None
+def _candidate_line(c: Candidate) -> str:
+    head = f"{c.backend} · {c.artifact.kind} {c.artifact.quant}"
+    if c.status not in ("chosen", "ok"):
+        head += f" [{c.status}]"
+    return head + "".join(f"\n    {r}" for r in c.reasons)
 
 
 def request_messages(settings: ChatSettings, history: Sequence[ChatMessage]) -> list[Any]:
     """The system prompt and the conversation as the runtime's ``Message`` objects."""
-    from amalia_edge.runtime import Message
+    from amalia_edge.runtime.chat import Message
 
     out = [Message(role="system", content=settings.system)] if settings.system else []
-    out += [Message(role=m.role, content=m.content) for m in history]
+    out += [Message(role=cast("Role", m.role), content=m.content) for m in history]
     return out
 
 
 def sampling_params(settings: ChatSettings) -> Any:
-    from amalia_edge.runtime import SamplingParams
+    from amalia_edge.runtime.sampling import SamplingParams
 
     return SamplingParams(temperature=settings.temperature, top_p=settings.top_p)

@@ -140,9 +140,6 @@ class ChatScreen(Screen[None]):
         self._add_view("user", text)
         self._start_reply()
 
-    def action_send(self) -> None:
-        self.prompt.action_submit()
-
     def action_stop(self) -> None:
         if self.generating and self.cancel_event is not None:
             self.cancel_event.set()
@@ -236,7 +233,9 @@ class ChatScreen(Screen[None]):
         self.generating = True
         self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
-        self._generate(loaded, settings, list(self.chat_app.conversation.messages), view, self.cancel_event)
+        self._generate(
+            loaded, settings, list(self.chat_app.conversation.messages), view, self.cancel_event
+        )
 
     @work(thread=True, exclusive=True, group="reply")
     def _generate(
@@ -280,14 +279,20 @@ class ChatScreen(Screen[None]):
                         flush()
                 elif isinstance(event, (Started, PromptProcessed)):
                     flush()
+                    if isinstance(event, Started):
+                        self._tell_dropped(loaded)
                 elif isinstance(event, Finished):
                     finished = event
         except ContextOverflowError as exc:
-            app.call_from_thread(self.post_message, ResponseFailed(view, str(exc), context_full=True))
+            app.call_from_thread(
+                self.post_message, ResponseFailed(view, str(exc), context_full=True)
+            )
             return
         except Exception as exc:  # a backend failure must not take the app down
             log.exception("generation failed")
-            app.call_from_thread(self.post_message, ResponseFailed(view, str(exc) or type(exc).__name__))
+            app.call_from_thread(
+                self.post_message, ResponseFailed(view, str(exc) or type(exc).__name__)
+            )
             return
         flush()
         if finished is None:
@@ -296,6 +301,14 @@ class ChatScreen(Screen[None]):
             )
             return
         app.call_from_thread(self.post_message, ResponseComplete(view, finished, tracker.stats))
+
+    def _tell_dropped(self, loaded: LoadedModel) -> None:
+        # The runtime drops the oldest turns when the chat outgrows the context; say so.
+        fit = getattr(loaded.model, "last_fit", None)
+        dropped = getattr(fit, "dropped", 0)
+        if isinstance(dropped, int) and dropped > 0:
+            note = self.chat_app.msgs("note.dropped", n=dropped, n_ctx=loaded.n_ctx or "?")
+            self.chat_app.call_from_thread(self.notify, note, severity="warning")
 
     def _show_chunk(self, view: MessageView, text: str, stats: LiveStats) -> None:
         view.append(text)
@@ -321,7 +334,9 @@ class ChatScreen(Screen[None]):
         if text != view.text:  # e.g. the runtime trimmed a stop string
             view.set_text(text)
         if fin.reason == "context_full":
-            self.notify(m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning")
+            self.notify(
+                m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning"
+            )
         elif fin.reason == "cancelled":
             view.mark(m("chat.stopped"))
             self.notify(m("note.stopped"))

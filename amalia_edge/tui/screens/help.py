@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -23,7 +25,7 @@ def key_display(keys: str) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,q", "close", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f1,q", "close", show=False)]
 
     def __init__(self, msgs: Messages) -> None:
         super().__init__()
@@ -35,7 +37,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_column()
         for key in KEYS:
             table.add_row(key_display(key.keys), self.msgs(key.label))
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label(self.msgs("help.title"), classes="dialog-title")
             yield Static(self.msgs("help.intro"), classes="help-intro")
             yield Static(table, id="help-keys")

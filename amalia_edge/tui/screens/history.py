@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
@@ -18,7 +19,7 @@ from amalia_edge.tui.i18n import Messages
 class HistoryScreen(ModalScreen[str | None]):
     """Dismisses with the chosen conversation id, or ``None``."""
 
-    BINDINGS = [Binding("escape,f3", "close", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f3", "close", show=False)]
 
     def __init__(self, msgs: Messages, conversations: list[ConversationSummary]) -> None:
         super().__init__()
@@ -46,6 +47,7 @@ class HistoryScreen(ModalScreen[str | None]):
                         for c in self.conversations
                     ),
                     id="history-list",
+                    compact=True,
                 )
             yield Label(f"Enter · {m('key.open')}   Esc · {m('key.close')}", classes="dialog-hint")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
@@ -15,7 +17,7 @@ from amalia_edge.tui.settings import ModelSpec
 class ModelScreen(ModalScreen[ModelSpec | None]):
     """Dismisses with the :class:`ModelSpec` to load, or ``None`` when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", show=False)]
 
     def __init__(self, msgs: Messages, current: ModelSpec) -> None:
         super().__init__()
@@ -24,19 +26,20 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
 
     def compose(self) -> ComposeResult:
         m, c = self.msgs, self.current
-        with Vertical(id="dialog", classes="dialog -wide"):
+        with VerticalScroll(id="dialog", classes="dialog -wide"):
             yield Label(m("model.title"), classes="dialog-title")
-            yield Label(m("model.path"))
-            yield Input(c.model or "", id="model")
-            yield Label(m("model.backend"))
-            yield Input(c.backend or "", id="backend")
-            yield Label(m("model.quant"))
-            yield Input(c.quant or "", id="quant")
-            yield Label(m("model.ctx"))
-            yield Input(str(c.n_ctx), id="n_ctx", type="integer")
+            with Vertical(classes="form-stacked"):
+                yield Label(m("model.path"))
+                yield Input(c.model or "", id="model", compact=True)
+                yield Label(m("model.backend"))
+                yield Input(c.backend or "", id="backend", compact=True)
+                yield Label(m("model.quant"))
+                yield Input(c.quant or "", id="quant", compact=True)
+                yield Label(m("model.ctx"))
+                yield Input(str(c.n_ctx), id="n_ctx", type="integer", compact=True)
             with Horizontal(classes="buttons"):
-                yield Button(m("model.title"), id="load", variant="primary")
-                yield Button(m("key.cancel"), id="cancel")
+                yield Button(m("model.title"), id="load", variant="primary", compact=True)
+                yield Button(m("key.cancel"), id="cancel", compact=True)
 
     def read(self) -> ModelSpec:
         def text(name: str) -> str | None:
@@ -44,7 +47,9 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
 
         raw_ctx = text("n_ctx")
         n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else 2048
-        return ModelSpec(model=text("model"), backend=text("backend"), quant=text("quant"), n_ctx=n_ctx)
+        return ModelSpec(
+            model=text("model"), backend=text("backend"), quant=text("quant"), n_ctx=n_ctx
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "load":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, TextArea
 
@@ -15,7 +17,7 @@ from amalia_edge.tui.settings import ChatSettings
 class SettingsScreen(ModalScreen[ChatSettings | None]):
     """Dismisses with the new :class:`ChatSettings`, or ``None`` when cancelled."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", show=False),
         Binding("ctrl+s", "save", show=False, priority=True),
     ]
@@ -27,19 +29,20 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
 
     def compose(self) -> ComposeResult:
         m, c = self.msgs, self.current
-        with Vertical(id="dialog", classes="dialog"):
+        with VerticalScroll(id="dialog", classes="dialog"):
             yield Label(m("settings.title"), classes="dialog-title")
-            yield Label(m("settings.temperature"))
-            yield Input(str(c.temperature), id="temperature", type="number")
-            yield Label(m("settings.top_p"))
-            yield Input(str(c.top_p), id="top_p", type="number")
-            yield Label(m("settings.max_tokens"))
-            yield Input(str(c.max_tokens), id="max_tokens", type="integer")
-            yield Label(m("settings.system"))
-            yield TextArea(c.system, id="system", soft_wrap=True)
+            with Grid(classes="form"):
+                yield Label(m("settings.temperature"))
+                yield Input(str(c.temperature), id="temperature", type="number", compact=True)
+                yield Label(m("settings.top_p"))
+                yield Input(str(c.top_p), id="top_p", type="number", compact=True)
+                yield Label(m("settings.max_tokens"))
+                yield Input(str(c.max_tokens), id="max_tokens", type="integer", compact=True)
+            yield Label(m("settings.system"), classes="form-gap")
+            yield TextArea(c.system, id="system", soft_wrap=True, compact=True)
             with Horizontal(classes="buttons"):
-                yield Button(m("key.save"), id="save", variant="primary")
-                yield Button(m("key.cancel"), id="cancel")
+                yield Button(m("key.save"), id="save", variant="primary", compact=True)
+                yield Button(m("key.cancel"), id="cancel", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -14,7 +16,7 @@ from amalia_edge.tui.i18n import Messages
 class WhyScreen(ModalScreen[None]):
     """Shows the lines of :func:`amalia_edge.tui.model.explain_selection`."""
 
-    BINDINGS = [Binding("escape,f5,q", "close", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f5,q", "close", show=False)]
 
     def __init__(self, msgs: Messages, chosen: list[str], rejected: list[str]) -> None:
         super().__init__()
@@ -24,16 +26,15 @@ class WhyScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         m = self.msgs
-        with Vertical(id="dialog", classes="dialog -wide"):
+        with VerticalScroll(id="dialog", classes="dialog -wide"):
             yield Label(m("why.title"), classes="dialog-title")
-            with VerticalScroll(id="why-body"):
-                if not self.chosen and not self.rejected:
-                    yield Static(m("why.none"))
-                else:
-                    yield Label(m("why.chosen"), classes="why-heading")
-                    yield Static("\n".join(f"✓ {line}" for line in self.chosen) or "—")
-                    yield Label(m("why.rejected"), classes="why-heading")
-                    yield Static("\n".join(f"✗ {line}" for line in self.rejected) or "—")
+            if not self.chosen and not self.rejected:
+                yield Static(m("why.none"))
+            else:
+                yield Label(m("why.chosen"), classes="why-heading")
+                yield Static("\n".join(f"✓ {line}" for line in self.chosen) or "—")
+                yield Label(m("why.rejected"), classes="why-heading")
+                yield Static("\n".join(f"✗ {line}" for line in self.rejected) or "—")
             yield Label(f"Esc · {m('key.close')}", classes="dialog-hint")
 
     def action_close(self) -> None:

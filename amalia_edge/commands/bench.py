@@ -1,0 +1,200 @@
+"""``amalia-edge bench [MODEL]``: tokens/s, latency percentiles, watts and joules per token.
+
+Thin CLI over :func:`amalia_edge.bench.runner.run_bench`. Results go to stdout (or ``--out``)
+in the chosen format; progress goes to stderr. Ctrl-C prints the results completed so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from amalia_edge.errors import BenchError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="artifacts directory or GGUF file (default: the bundled demo model)",
+    )
+    parser.add_argument(
+        "-p",
+        "--n-prompt",
+        type=_ints,
+        default=[512],
+        metavar="N[,N]",
+        help="prompt-processing tests ppN (512; 0 skips)",
+    )
+    parser.add_argument(
+        "-n",
+        "--n-gen",
+        type=_ints,
+        default=[128],
+        metavar="N[,N]",
+        help="generation tests tgN (128; 0 skips)",
+    )
+    parser.add_argument(
+        "-t",
+        "--tests",
+        type=_names,
+        default=[],
+        metavar="NAME[,NAME]",
+        help="extra tests by name: ppN, tgN, ppN+tgM (prompt then generation)",
+    )
+    parser.add_argument("-r", "--repetitions", type=int, default=5, help="timed runs per test (5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per test (1)")
+    parser.add_argument(
+        "--backend",
+        type=_names,
+        default=[None],
+        metavar="A[,B]",
+        help="backends to compare (default: automatic choice)",
+    )
+    parser.add_argument(
+        "--quant",
+        type=_names,
+        default=[None],
+        metavar="X[,Y]",
+        help="quant types to compare, e.g. Q4_K_M,Q8_0 (default: automatic)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("md", "csv", "json", "jsonl"),
+        default="md",
+        help="output format (md)",
+    )
+    parser.add_argument("--out", default=None, metavar="FILE", help="write results to FILE")
+    parser.add_argument(
+        "--plot", default=None, metavar="FILE", help="also write a PNG chart (tokens/s, J/token)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="telemetry sampling interval in seconds (0.1)",
+    )
+    parser.add_argument("--ctx", type=int, default=None, help="context size (default: fits tests)")
+    parser.add_argument(
+        "--no-bandwidth-test",
+        action="store_true",
+        help="skip the memory copy test when the board table has no bandwidth",
+    )
+
+
+def check_writable(path: str | os.PathLike[str], what: str) -> Path:
+    """Fail now, before a long run, if ``path`` cannot be written (tries a temp file there)."""
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"{what} {p} is a directory", fix=f"give a file name for {what}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchError(
+            f"cannot write {what} {p}: {parent} is not a directory", fix="choose another path"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".amalia-check-", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write {what} {p}: {exc.strerror}",
+            fix="choose a writable location or fix its permissions",
+        ) from None
+    return p
+
+
+class Progress:
+    """One updating line on a terminal; plain lines when stderr is a file or pipe."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream: TextIO = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self._dirty = False
+
+    def __call__(self, msg: str) -> None:
+        if self.quiet or not msg:
+            return
+        if self.tty:
+            self.stream.write("\r\033[K" + msg)
+            self._dirty = True
+        else:
+            self.stream.write(msg + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self._dirty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._dirty = False
+
+
+def run(args: argparse.Namespace) -> int:
+    from amalia_edge.artifacts.atomic import atomic_write_text
+    from amalia_edge.bench.printers import render
+    from amalia_edge.bench.runner import BenchConfig, make_tests, run_bench
+
+    tests = make_tests(args.n_prompt, args.n_gen, args.tests)
+    if args.ctx is not None and args.ctx <= 0:
+        raise BenchError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
+    out = check_writable(args.out, "--out") if args.out else None
+    plot = check_writable(args.plot, "--plot") if args.plot else None
+    config = BenchConfig(
+        model=args.model,
+        tests=tests,
+        repetitions=args.repetitions,
+        warmup=args.warmup,
+        backends=args.backend or [None],
+        quants=args.quant or [None],
+        interval=args.interval,
+        n_ctx=args.ctx,
+        measure_bandwidth=not args.no_bandwidth_test,
+    )
+    config.validate()
+    progress = Progress(quiet=getattr(args, "quiet", False))
+    try:
+        result = run_bench(config, progress=progress)
+    finally:
+        progress.done()
+    for err in result.errors:
+        print(f"amalia-edge: error: {err}", file=sys.stderr)
+    if result.records:
+        text = render(result.records, args.output)
+        if out is not None:
+            atomic_write_text(out, text)
+            print(f"wrote {out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if plot is not None:
+            from amalia_edge.bench.plots import plot_records
+
+            plot_records(result.records, plot, title=str(args.model or "demo model"))
+            print(f"wrote {plot}", file=sys.stderr)
+    if result.interrupted:
+        print("amalia-edge: interrupted", file=sys.stderr)
+        return 130
+    return 1 if result.errors else 0

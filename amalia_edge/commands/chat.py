@@ -1,0 +1,86 @@
+"""``amalia-edge chat [MODEL]``: open the Textual chat app (Textual is imported only here)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from amalia_edge.errors import AmaliaEdgeError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="artifacts directory or GGUF file (default: the bundled demo model)",
+    )
+    parser.add_argument("--backend", default=None, help="force a backend (default: automatic)")
+    parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
+    parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens (2048)")
+    parser.add_argument(
+        "--lang", choices=("pt", "en"), default="pt", help="interface language (pt: pt-PT)"
+    )
+    parser.add_argument("--system", default=None, help="system prompt (default: a pt-PT one)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling top-p (0.95)")
+    parser.add_argument("--max-tokens", type=int, default=512, help="longest reply in tokens (512)")
+    parser.add_argument("--resume", default=None, metavar="ID", help="resume a saved conversation")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ctx <= 0:
+        raise AmaliaEdgeError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
+    try:
+        from amalia_edge.tui.app import ChatApp
+    except ImportError as exc:
+        raise AmaliaEdgeError(
+            f"the chat needs Textual, which is not installed ({exc.name})",
+            fix="pip install 'amalia-edge[tui]'",
+        ) from None
+    from amalia_edge.tui.history import HistoryStore
+    from amalia_edge.tui.i18n import Messages
+    from amalia_edge.tui.settings import ChatSettings, ModelSpec
+
+    spec = ModelSpec(model=args.model, backend=args.backend, quant=args.quant, n_ctx=args.ctx)
+    msgs = Messages(args.lang)
+    settings = ChatSettings(
+        system=args.system or msgs("system.default"),
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+    )
+    bad = settings.validate()
+    if bad is not None:
+        raise AmaliaEdgeError(
+            f"--{bad.replace('_', '-')} is out of range",
+            fix="temperature 0–2, top-p in (0, 1], max-tokens 1–32768",
+        )
+    store = HistoryStore()
+    app = ChatApp(spec, lang=args.lang, settings=settings, resume=args.resume, store=store)
+    with _log_to_file(store.root.parent / "chat.log"):
+        app.run()
+    return 0
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """Send logging to ``path`` while the app runs: a log line on stderr would be drawn
+    over the full-screen interface."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()

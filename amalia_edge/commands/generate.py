@@ -1,0 +1,143 @@
+"""``amalia-edge generate MODEL "prompt"``: stream one reply to stdout.
+
+The prompt goes through the model's own chat template with the pt-PT default system prompt
+(``--system`` replaces it, ``--system ""`` drops it; ``--raw`` sends the text as it is).
+``--explain`` prints the selection table (every candidate with its reasons) before the
+reply; ``--json`` prints one JSON record at the end instead of the streamed text, with the
+timings derived from the event stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="artifacts directory or .gguf file")
+    parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads stdin)')
+    sel = parser.add_argument_group("selection")
+    sel.add_argument("--backend", help="force a backend (llama.cpp, onnxruntime, tensorrt)")
+    sel.add_argument("--quant", help="force an artifact quant type (e.g. Q4_K_M)")
+    sel.add_argument("--ctx", type=int, default=2048, help="context size in tokens (2048)")
+    sel.add_argument(
+        "--autotune",
+        action="store_true",
+        help="measure the top candidates and cache the fastest for this device",
+    )
+    sel.add_argument("--explain", action="store_true", help="print the selection table first")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (256)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (0.8)")
+    gen.add_argument("--top-k", type=int, default=40, help="(40; 0 = off)")
+    gen.add_argument("--top-p", type=float, default=0.95, help="(0.95; 1 = off)")
+    gen.add_argument("--min-p", type=float, default=0.05, help="(0.05; 0 = off)")
+    gen.add_argument("--repeat-penalty", type=float, default=1.0, help="(1.0 = off)")
+    gen.add_argument("--seed", type=int, help="sampling seed (default: random)")
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--system", help="system prompt (default: pt-PT assistant; '' = none)")
+    gen.add_argument("--raw", action="store_true", help="no chat template: complete the text")
+    run = parser.add_argument_group("backend options")
+    run.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    run.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
+    run.add_argument("--kv-cache-type", default="f16", help="f16 | q8_0 | q4_0 (f16)")
+    run.add_argument("--batch", type=int, default=512, help="prompt batch size (512)")
+    parser.add_argument("--json", action="store_true", help="print one JSON record at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amalia_edge.runtime import LoadOptions, Message, SamplingParams, load_model
+    from amalia_edge.runtime.events import Finished, TokenEvent
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    sampling = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        seed=args.seed,
+    )
+    options = LoadOptions(
+        n_threads=args.threads,
+        n_batch=args.batch,
+        kv_cache_type=args.kv_cache_type,
+        gpu=False if args.cpu else None,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    model = load_model(
+        args.model,
+        backend=args.backend,
+        quant=args.quant,
+        n_ctx=args.ctx,
+        autotune=args.autotune,
+        options=options,
+    )
+    load_s = time.perf_counter() - t0
+    with model:
+        if args.explain and not args.json:
+            print(model.selection.format_table())
+            print()
+        if args.raw:
+            events = model.stream(
+                prompt, sampling=sampling, max_tokens=args.max_tokens, stop=args.stop
+            )
+        else:
+            events = model.stream_chat(
+                [Message("user", prompt)],
+                sampling=sampling,
+                max_tokens=args.max_tokens,
+                stop=args.stop,
+                system=args.system,
+            )
+        fin: Finished | None = None
+        out = sys.stdout
+        for ev in events:
+            if isinstance(ev, TokenEvent):
+                if not args.json and ev.text:
+                    out.write(ev.text)
+                    out.flush()
+            elif isinstance(ev, Finished):
+                fin = ev
+        assert fin is not None
+        if args.json:
+            print(
+                json.dumps(record(model, fin, sampling, load_s, args.explain), ensure_ascii=False)
+            )
+        else:
+            out.write("\n")
+        if fin.reason == "error":
+            print(f"amalia-edge: error: generation failed: {fin.error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def record(model: Any, fin: Any, sampling: Any, load_s: float, explain: bool) -> dict[str, Any]:
+    """The ``--json`` record: one flat object, times in seconds."""
+    rec: dict[str, Any] = {
+        "model": model.name,
+        "backend": model.backend_name,
+        "artifact": str(model.artifact.path),
+        "quant": model.artifact.quant,
+        "n_ctx": model.n_ctx,
+        "text": fin.text,
+        "finish_reason": fin.reason,
+        "prompt_tokens": fin.prompt_tokens,
+        "completion_tokens": fin.completion_tokens,
+        "load_s": round(load_s, 4),
+        "ttft_s": None if fin.ttft is None else round(fin.ttft, 4),
+        "prompt_s": round(fin.prompt_seconds, 4),
+        "prompt_tokens_per_s": round(fin.prompt_tps, 2),
+        "decode_tokens_per_s": round(fin.decode_tps, 2),
+        "total_s": round(fin.t_end - fin.t_start, 4),
+        "dropped_messages": model.last_fit.dropped if model.last_fit else 0,
+        "sampling": sampling.to_dict(),
+        "error": fin.error,
+    }
+    if explain:
+        rec["selection"] = model.selection.to_dict()
+    return rec

@@ -1,0 +1,481 @@
+"""``amalia-edge quantize`` as a library call: checkpoint → GGUF files (+ ONNX) + manifest.
+
+:func:`quantize` opens and validates the checkpoint, checks every option and the output
+directory before writing anything, then:
+
+1. writes the types the GGUF writer makes directly (F32/F16/BF16/Q8_0) from the checkpoint;
+2. writes one high-precision GGUF (the checkpoint's own precision: BF16, F16 or F32; a
+   requested file is reused, else a temporary one) and runs llama.cpp's quantizer on it for
+   every other type;
+3. exports ONNX precisions when asked (:mod:`amalia_edge.convert.onnx`);
+4. writes ``manifest.json`` last, atomically.
+
+Every file is written beside its target under a temporary name and renamed when complete; a
+killed run leaves only temporaries, which the next run deletes. A re-run reuses each artifact
+whose manifest entry matches the source fingerprint, tool versions and importance matrix and
+whose file still has the recorded sha256; ``force=True`` rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from amalia_edge import __version__
+from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message, remove_stale_temporaries
+from amalia_edge.artifacts.manifest import (
+    MANIFEST_NAME,
+    ArtifactEntry,
+    Manifest,
+    load_manifest,
+    sha256_file,
+)
+from amalia_edge.convert import quant_types
+from amalia_edge.convert.quant_types import QuantType
+from amalia_edge.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    ConversionError,
+    QuantTypeError,
+)
+
+if TYPE_CHECKING:
+    from amalia_edge.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, per tensor; plain text when stderr is not a TTY.
+
+    Call it as ``bar(done, total, current_name)``; :meth:`close` prints the final line.
+    """
+
+    def __init__(self, label: str, stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._total = 0
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        self._total = max(self._total, total)
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        width = 24
+        filled = width * done // total if total else width
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r{self.label:<14} [{bar}] {done:>4}/{total:<4} {name[:40]:<40}")
+        self.stream.flush()
+
+    def close(self, note: str = "") -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        line = (
+            f"{self.label:<14} {self._total} tensors, {elapsed:.1f} s{(' ' + note) if note else ''}"
+        )
+        self.stream.write(("\r" + line + " " * 30 + "\n") if self.tty else line + "\n")
+        self.stream.flush()
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`run_quantize` did: the manifest, and which artifacts were built or reused."""
+
+    out_dir: Path
+    manifest: Manifest
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def safe_name(name: str) -> str:
+    """A model name as a file-name stem (llama.cpp style: ``EuroLLM-9B-Instruct``)."""
+    stem = re.sub(r"[^\w.\-]+", "-", name.strip()).strip("-.")
+    return stem or "model"
+
+
+def gguf_file_name(model_name: str, quant: str) -> str:
+    """``<Name>-<QUANT>.gguf``, llama.cpp's naming habit (e.g. ``Tiny-PT-Q4_K_M.gguf``)."""
+    return f"{safe_name(model_name)}-{quant.upper()}.gguf"
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions recorded in the manifest (no heavy imports)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "amalia_edge": __version__,
+        "gguf": version("gguf"),
+        "llama_cpp_python": version("llama_cpp_python"),
+        "onnx": version("onnx"),
+    }
+
+
+def _parse_types(gguf_types: str | Sequence[str] | None) -> list[QuantType]:
+    if gguf_types is None or isinstance(gguf_types, str):
+        types = quant_types.parse_list(gguf_types)
+    else:
+        types = quant_types.parse_list(",".join(gguf_types)) if gguf_types else []
+    for qt in types:
+        if qt.moe_only:
+            raise QuantTypeError(
+                f"{qt.name} is only for mixture-of-experts models",
+                fix="pick a dense type such as Q4_K_M",
+            )
+    return types
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out`` and prove it is writable before any work; clean a killed run's temps."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="probe", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise os_error_message(exc, out / "manifest.json") from None
+    for p in remove_stale_temporaries(out):
+        log.info("removed %s left by an interrupted run", p.name)
+
+
+def _load_old(out: Path) -> Manifest | None:
+    if not (out / MANIFEST_NAME).exists():
+        return None
+    try:
+        return load_manifest(out)
+    except ArtifactError as exc:
+        log.warning("ignoring the existing manifest (%s); everything is rebuilt", exc.problem)
+        return None
+
+
+def _resolve_imatrix(
+    imatrix: str | os.PathLike[str] | None,
+    ckpt: Checkpoint,
+    out: Path,
+    calibration: str | os.PathLike[str] | None,
+    wanted: bool,
+) -> Path | None:
+    """``"none"``/None: no imatrix; ``"auto"``: make one with convert.imatrix when a type
+    llama.cpp quantizes is requested; else a path, validated as a GGUF imatrix."""
+    from amalia_edge.convert.quantize import load_imatrix
+
+    if imatrix is None or str(imatrix).lower() == "none":
+        return None
+    if str(imatrix).lower() == "auto":
+        if not wanted:
+            return None
+        try:
+            imatrix_mod = importlib.import_module("amalia_edge.convert.imatrix")
+        except ModuleNotFoundError as exc:
+            if exc.name != "amalia_edge.convert.imatrix":
+                raise
+            log.warning("no importance-matrix module in this install; quantizing without one")
+            return None
+        path = Path(imatrix_mod.ensure_imatrix(ckpt, out, calibration))
+        load_imatrix(path)
+        return path
+    path = Path(imatrix).expanduser()
+    load_imatrix(path)  # raises ImatrixError with the fix
+    return path
+
+
+def _intermediate_type(ckpt: Checkpoint) -> str:
+    """Quantize from the checkpoint's own precision, so nothing is rounded twice."""
+    dtype = str(getattr(ckpt, "dtype", "F16")).upper()
+    return dtype if dtype in ("BF16", "F16", "F32") else "F16"
+
+
+def _tensor_bpw(path: Path, params: int) -> float | None:
+    """Bits per weight as llama.cpp reports it: tensor bytes × 8 / parameters."""
+    import gguf
+
+    if params <= 0:
+        return None
+    reader = gguf.GGUFReader(path)
+    return round(sum(int(t.n_bytes) for t in reader.tensors) * 8 / params, 4)
+
+
+def _reusable(
+    entry: ArtifactEntry | None,
+    out: Path,
+    file: str,
+    fingerprint: str,
+    versions: dict[str, str | None],
+    imatrix_sha: str | None,
+) -> bool:
+    if entry is None or entry.file != file or entry.source_fingerprint != fingerprint:
+        return False
+    if any(entry.versions.get(k) != v for k, v in versions.items()):
+        return False
+    if (entry.extra.get("imatrix") or {}).get("sha256") != imatrix_sha:
+        return False
+    return entry.verify(out, check_hash=True)
+
+
+def run_quantize(
+    source: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] = "artifacts",
+    gguf_types: str | Sequence[str] | None = None,
+    imatrix: str | os.PathLike[str] | None = "auto",
+    calibration: str | os.PathLike[str] | None = None,
+    onnx_types: Sequence[str] = (),
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Do the work of :func:`quantize` and say what was built and what was reused."""
+    from amalia_edge.checkpoint import open_checkpoint
+    from amalia_edge.convert import gguf as gguf_writer
+
+    ckpt = open_checkpoint(None if source is None else str(source))
+    types = _parse_types(gguf_types)
+    onnx_list = [p.strip().lower() for p in onnx_types if p.strip()]
+    if threads is not None and threads < 0:
+        raise ConversionError(
+            f"--threads must be positive, got {threads}", fix="omit it to use all cores"
+        )
+    out_dir = Path(out).expanduser()
+    _prepare_out(out_dir)
+
+    versions = tool_versions()
+    fingerprint = ckpt.fingerprint()
+    old = None if force else _load_old(out_dir)
+    params = sum(math.prod(t.shape) for t in gguf_writer.plan(ckpt, "F32"))
+    llama_types = [t for t in types if t.writer == "llama.cpp"]
+    have_llama = importlib.util.find_spec("llama_cpp") is not None
+    # An explicit imatrix path is checked first; "auto" only runs when it can be used.
+    imx_path = _resolve_imatrix(
+        imatrix, ckpt, out_dir, calibration, bool(llama_types) and have_llama
+    )
+    if llama_types and not have_llama:
+        raise BackendUnavailableError(
+            "llama-cpp-python is not installed, so llama.cpp's quantizer is unavailable for "
+            + ", ".join(t.name for t in llama_types),
+            fix="pip install 'amalia-edge[llama]', or only ask for f32,f16,bf16,q8_0",
+        )
+    missing = [t.name for t in llama_types if t.needs_imatrix and imx_path is None]
+    if missing:
+        raise QuantTypeError(
+            f"{', '.join(missing)} need{'s' if len(missing) == 1 else ''} an importance matrix",
+            fix="pass --imatrix FILE (a llama-imatrix GGUF) or --imatrix auto, or drop "
+            + ", ".join(missing),
+        )
+    imx_sha = sha256_file(imx_path) if imx_path is not None else None
+
+    writer_versions = {"amalia_edge": versions["amalia_edge"], "gguf": versions["gguf"]}
+    llama_versions = {**writer_versions, "llama_cpp_python": versions["llama_cpp_python"]}
+    result = QuantizeResult(out_dir, Manifest())
+    entries: dict[str, ArtifactEntry] = {}
+
+    def name_of(qt: QuantType) -> str:
+        return gguf_file_name(ckpt.name, qt.name)
+
+    def old_entry(kind: str, quant: str) -> ArtifactEntry | None:
+        return old.find(kind, quant) if old is not None else None
+
+    def record(qt: QuantType, path: Path, vers: dict[str, str | None], imx: bool) -> None:
+        extra: dict[str, Any] = {"file_type": qt.ftype}
+        if imx and imx_path is not None:
+            extra["imatrix"] = {"file": imx_path.name, "sha256": imx_sha}
+        entries[qt.name] = ArtifactEntry(
+            kind="gguf",
+            quant=qt.name,
+            file=path.name,
+            size=path.stat().st_size,
+            sha256=sha256_file(path),
+            bpw=_tensor_bpw(path, params),
+            params=params,
+            source_fingerprint=fingerprint,
+            versions=dict(vers),
+            extra=extra,
+        )
+        result.built.append(qt.name)
+
+    # 1. Types the GGUF writer makes directly.
+    for qt in types:
+        if qt.writer != "amalia":
+            continue
+        entry = old_entry("gguf", qt.name)
+        if _reusable(entry, out_dir, name_of(qt), fingerprint, writer_versions, None):
+            assert entry is not None
+            entries[qt.name] = entry
+            result.reused.append(qt.name)
+            continue
+        bar = ProgressBar(qt.name, enabled=progress)
+        res = gguf_writer.write_gguf(ckpt, out_dir / name_of(qt), qt.name, progress=bar)
+        bar.close(f"→ {res.path.name}")
+        record(qt, res.path, writer_versions, imx=False)
+
+    # 2. Types llama.cpp's quantizer makes from one high-precision GGUF.
+    todo: list[QuantType] = []
+    for qt in llama_types:
+        entry = old_entry("gguf", qt.name)
+        if _reusable(entry, out_dir, name_of(qt), fingerprint, llama_versions, imx_sha):
+            assert entry is not None
+            entries[qt.name] = entry
+            result.reused.append(qt.name)
+        else:
+            todo.append(qt)
+    if todo:
+        from amalia_edge.convert.quantize import llama_quantize, load_imatrix
+
+        imx = load_imatrix(imx_path) if imx_path is not None else None
+        mid_name = _intermediate_type(ckpt)
+        temp_mid: Path | None = None
+        if mid_name in entries:
+            mid_path = out_dir / entries[mid_name].file
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{mid_name}.gguf", dir=out_dir)
+            os.close(fd)
+            temp_mid = mid_path = Path(tmp)
+        try:
+            if temp_mid is not None:
+                bar = ProgressBar(mid_name, enabled=progress)
+                gguf_writer.write_gguf(ckpt, temp_mid, mid_name, progress=bar)
+                bar.close("(intermediate)")
+            for qt in todo:
+                dst = out_dir / name_of(qt)
+                bar = ProgressBar(qt.name, enabled=progress)
+                llama_quantize(mid_path, dst, qt, imatrix=imx, threads=threads, progress=bar)
+                bar.close(f"→ {dst.name}")
+                record(qt, dst, llama_versions, imx=True)
+        finally:
+            if temp_mid is not None:
+                temp_mid.unlink(missing_ok=True)
+
+    # 3. ONNX.
+    for precision in onnx_list:
+        entry = old_entry("onnx", precision)
+        if entry is not None and _reusable_onnx(entry, out_dir, fingerprint, versions):
+            entries[f"onnx:{precision}"] = entry
+            result.reused.append(f"onnx:{precision}")
+            continue
+        try:
+            from amalia_edge.convert.onnx import export_onnx
+        except ModuleNotFoundError as exc:
+            raise ConversionError(
+                f"ONNX export is not available ({exc.name} is missing)",
+                fix="pip install 'amalia-edge[onnx]', or drop --onnx",
+            ) from None
+        bar = ProgressBar(f"onnx {precision}", enabled=progress)
+        onnx_entry = export_onnx(ckpt, out_dir, precision, _name_progress(bar))
+        bar.close(f"→ {onnx_entry.file}")
+        onnx_entry.versions = {**writer_versions, "onnx": versions["onnx"]}
+        entries[f"onnx:{precision}"] = onnx_entry
+        result.built.append(f"onnx:{precision}")
+
+    # 4. The manifest, last: this run's entries plus still-valid ones from earlier runs.
+    manifest = Manifest(
+        model={
+            "name": ckpt.name,
+            "architecture": ckpt.config.architecture,
+            "gguf_architecture": ckpt.config.gguf_arch,
+            "params": params,
+            "size_label": ckpt.size_label,
+            "license": ckpt.license,
+            "vocab_size": ckpt.config.vocab_size,
+            "context_length": ckpt.config.max_position_embeddings,
+            "dtype": _intermediate_type(ckpt),
+        },
+        source={"path": str(ckpt.path), "fingerprint": fingerprint},
+        versions=versions,
+    )
+    if imx_path is not None:
+        manifest.source["imatrix"] = {"file": str(imx_path), "sha256": imx_sha}
+    if old is not None:
+        for entry in old.artifacts:
+            if entry.source_fingerprint == fingerprint and entry.verify(out_dir, check_hash=False):
+                manifest.upsert(entry)
+    for entry in entries.values():
+        manifest.upsert(entry)
+    manifest.write(out_dir)
+    result.manifest = manifest
+    return result
+
+
+def _name_progress(bar: ProgressBar) -> Callable[[str], None]:
+    """Adapt the bar to progress callbacks that only pass the current tensor's name."""
+
+    def update(name: str) -> None:
+        bar(0, 0, name)
+
+    return update
+
+
+def _reusable_onnx(
+    entry: ArtifactEntry, out: Path, fingerprint: str, versions: dict[str, str | None]
+) -> bool:
+    if entry.source_fingerprint != fingerprint:
+        return False
+    if entry.versions.get("amalia_edge") != versions["amalia_edge"]:
+        return False
+    if not entry.verify(out):
+        return False
+    data_file = entry.extra.get("data_file")
+    if data_file:
+        data = out / str(data_file)
+        with contextlib.suppress(OSError):
+            return bool(
+                data.stat().st_size == entry.extra.get("data_size")
+                and sha256_file(data) == entry.extra.get("data_sha256")
+            )
+        return False
+    return True
+
+
+def quantize(
+    source: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] = "artifacts",
+    gguf_types: str | Sequence[str] | None = None,
+    imatrix: str | os.PathLike[str] | None = "auto",
+    calibration: str | os.PathLike[str] | None = None,
+    onnx_types: Sequence[str] = (),
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Convert ``source`` to GGUF (and ONNX) in ``out``; return the manifest written there.
+
+    ``source``: checkpoint directory, HF-cache repo id, or None for the bundled demo model.
+    ``gguf_types``: comma list or sequence of llama.cpp type names (case-insensitive);
+    None means :data:`amalia_edge.convert.quant_types.DEFAULT_TYPES`.
+    ``imatrix``: ``"auto"`` (make one from pt-PT calibration text when a llama.cpp type is
+    requested and the imatrix module is installed), ``"none"``, or a GGUF imatrix path.
+    ``threads``: quantizer threads (None = every core). ``force``: rebuild even what is
+    reusable. ``progress``: per-tensor progress bars on stderr.
+
+    Raises :class:`amalia_edge.errors.AmaliaEdgeError` subclasses (one line, with the fix)
+    before writing anything for bad input; a failure midway leaves completed files, no half
+    file, and the previous manifest.
+    """
+    return run_quantize(
+        source, out, gguf_types, imatrix, calibration, onnx_types, threads, force, progress
+    ).manifest
+
+
+__all__ = ["ProgressBar", "QuantizeResult", "gguf_file_name", "quantize", "run_quantize"]

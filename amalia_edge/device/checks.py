@@ -1,0 +1,365 @@
+"""Doctor checks: does this machine run amalia-edge the way it should? Each failure has its fix.
+
+The failures these catch are the ones Jetson users hit most: llama.cpp or ONNX Runtime built
+without CUDA (the model silently runs on the CPU), llama.cpp built for the wrong CUDA
+architecture, TensorRT's Python bindings invisible from a virtual environment, no swap
+(builds killed), too little free unified memory, and a board not in its fastest power mode
+with clocks locked (numbers far below published ones).
+
+Two depths:
+
+* quick (default, no heavy imports, milliseconds): looks for the installed packages and for
+  their CUDA libraries on disk: llama-cpp-python >= 0.3 installs the ggml backends as shared
+  libraries in ``llama_cpp/lib/`` (``libggml-cpu.so`` always, ``libggml-cuda.so`` only in a
+  CUDA build), onnxruntime-gpu ships ``onnxruntime/capi/libonnxruntime_providers_cuda.so``
+  (and ``..._tensorrt.so``) where the CPU wheel has only ``..._shared.so``;
+* deep (``deep=True``): loads llama.cpp and asks it (``llama_supports_gpu_offload()``, the
+  CUDA ``ARCHS`` in ``llama_print_system_info()``), creates a one-node ONNX Runtime session
+  and reads the providers it really initialized (``session.get_providers()``, not
+  ``get_available_providers()``, which lists what was compiled in even when CUDA fails to
+  load), and imports TensorRT.
+
+The library probes are injectable (:class:`Probes`) so tests can stand in for CUDA builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from amalia_edge.device.probe import DeviceInfo
+
+Status = Literal["ok", "warn", "fail", "skip"]
+GiB = 1 << 30
+
+# Memory the default model needs: AMÁLIA-9B / EuroLLM-9B (9.152e9 params) at Q4_K_M (4.8944
+# bits/weight in amalia_edge.convert.quant_types) is 9.152e9 * 4.8944 / 8 = 5.6 GB = 5.2 GiB
+# of weights; the rest of the 6 GiB is a short-context KV cache and runtime buffers.
+DEFAULT_MIN_FREE = 6 * GiB
+
+# One Relu node on a float[1] input, opset 13, IR 8: the smallest model that makes every
+# execution provider initialize. Made with onnx.helper (make_node("Relu", ["x"], ["y"]) in
+# graph "amalia_edge_probe", producer "amalia-edge"); tests rebuild it and compare bytes.
+PROBE_ONNX = base64.b64decode(
+    "CAgSC2FtYWxpYS1lZGdlOkMKDAoBeBIBeSIEUmVsdRIRYW1hbGlhX2VkZ2VfcHJvYmVaDwoBeBIKCggIARIECgIIAWIP"
+    "CgF5EgoKCAgBEgQKAggBQgQKABAN"
+)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+SETUP_FIX = "run jetson/setup.sh (it builds llama-cpp-python with CUDA for this board)"
+LLAMA_CUDA_FIX = (
+    'rebuild with CUDA: CUDACXX=/usr/local/cuda/bin/nvcc CMAKE_ARGS="-DGGML_CUDA=on '
+    '-DCMAKE_CUDA_ARCHITECTURES={arch}" FORCE_CMAKE=1 pip install --force-reinstall '
+    "--no-cache-dir --no-binary llama-cpp-python llama-cpp-python (or run jetson/setup.sh)"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor report. ``fix`` is set whenever ``status`` is warn or fail."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class LlamaBuild:
+    gpu_offload: bool
+    system_info: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class OrtSession:
+    version: str
+    available: tuple[str, ...]  # compiled-in providers
+    initialized: tuple[str, ...]  # providers the probe session really got
+    error: str | None = None
+
+
+def _find(name: str) -> Path | None:
+    """The installed package's directory, without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _llama_build() -> LlamaBuild | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    info = llama_cpp.llama_print_system_info()
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    return LlamaBuild(
+        bool(llama_cpp.llama_supports_gpu_offload()), text, getattr(llama_cpp, "__version__", None)
+    )
+
+
+def _ort_session() -> OrtSession | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    available = tuple(ort.get_available_providers())
+    wanted = [p for p in (*GPU_PROVIDERS, "CPUExecutionProvider") if p in available]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # the fallback warning is what we report ourselves
+    try:
+        sess = ort.InferenceSession(PROBE_ONNX, sess_options=opts, providers=wanted)
+    except Exception as exc:  # any provider failure surfaces here; report it, never crash
+        return OrtSession(ort.__version__, available, (), f"{type(exc).__name__}: {exc}")
+    return OrtSession(ort.__version__, available, tuple(sess.get_providers()))
+
+
+def _tensorrt_version() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return str(getattr(tensorrt, "__version__", "unknown"))
+
+
+@dataclass
+class Probes:
+    """Where checks get their facts; tests replace these."""
+
+    find_package: Callable[[str], Path | None] = _find
+    llama_build: Callable[[], LlamaBuild | None] = _llama_build
+    ort_session: Callable[[], OrtSession | None] = _ort_session
+    tensorrt_version: Callable[[], str | None] = _tensorrt_version
+
+
+def _arch(info: DeviceInfo) -> str:
+    return (info.cuda_cc or "8.7").replace(".", "")
+
+
+def check_llama(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
+    name = "llama.cpp CUDA build"
+    needs_gpu = info.has_cuda
+    pkg = probes.find_package("llama_cpp")
+    if pkg is None:
+        fix = SETUP_FIX if info.is_jetson else "pip install 'amalia-edge[llama]'"
+        return Check(name, "fail", "llama-cpp-python is not installed", fix)
+    fix = LLAMA_CUDA_FIX.format(arch=_arch(info))
+    if not deep:
+        libs = (
+            sorted(p.name for p in (pkg / "lib").glob("libggml-cuda*"))
+            if (pkg / "lib").is_dir()
+            else []
+        )
+        if libs:
+            return Check(
+                name, "ok", f"CUDA library present ({libs[0]}); --deep verifies the architecture"
+            )
+        if not needs_gpu:
+            return Check(name, "ok", "CPU build (no NVIDIA GPU on this machine)")
+        return Check(
+            name, "fail", f"no libggml-cuda in {pkg / 'lib'}: llama.cpp will run on the CPU", fix
+        )
+    build = probes.llama_build()
+    if build is None:
+        return Check(name, "fail", "llama_cpp is installed but does not import", fix)
+    if not build.gpu_offload:
+        if not needs_gpu:
+            return Check(name, "ok", "CPU build (no NVIDIA GPU on this machine)")
+        return Check(name, "fail", "built without GPU offload: the model would run on the CPU", fix)
+    m = re.search(r"CUDA\s*:\s*ARCHS\s*=\s*([0-9, ]+)", build.system_info)
+    if m is None:
+        return Check(
+            name,
+            "warn",
+            "GPU offload on, but the CUDA architectures are not reported",
+            None if not info.is_jetson else fix,
+        )
+    archs = [a.strip() for a in m.group(1).split(",") if a.strip()]
+    want = _arch(info) + "0"  # __CUDA_ARCH_LIST__ uses 870 for sm_87
+    if info.cuda_cc and want not in archs:
+        return Check(
+            name,
+            "fail",
+            f"built for CUDA archs {','.join(archs)}, not {want} (this GPU is {info.cuda_cc}): "
+            "kernels are JIT-compiled or missing",
+            fix,
+        )
+    return Check(name, "ok", f"GPU offload, CUDA archs {','.join(archs)}")
+
+
+def check_onnxruntime(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
+    name = "ONNX Runtime GPU providers"
+    pkg = probes.find_package("onnxruntime")
+    # The index URL itself is pinned in jetson/versions.env; only JetPack 6's is quoted here.
+    jetson_fix = "run jetson/setup.sh (installs onnxruntime-gpu from the Jetson wheel index)"
+    if info.jetpack_major == 6:
+        jetson_fix += (
+            ", or: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
+            "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
+        )
+    fix = jetson_fix if info.is_jetson else "pip install onnxruntime-gpu (matching your CUDA)"
+    if pkg is None:
+        if not info.is_jetson:
+            return Check(name, "skip", "onnxruntime is not installed (optional: amalia-edge[onnx])")
+        return Check(name, "fail", "onnxruntime is not installed", fix)
+    if not deep:
+        libs = sorted(
+            p.name
+            for p in (pkg / "capi").glob("libonnxruntime_providers_*.so")
+            if "shared" not in p.name
+        )
+        if libs:
+            return Check(name, "ok", f"{', '.join(libs)} present; --deep verifies they initialize")
+        if info.has_cuda:
+            return Check(name, "fail", "CPU-only onnxruntime", fix)
+        return Check(name, "ok", "CPU-only onnxruntime (no NVIDIA GPU on this machine)")
+    sess = probes.ort_session()
+    if sess is None:
+        return Check(name, "fail", "onnxruntime is installed but does not import", fix)
+    if sess.error:
+        return Check(name, "fail", f"a session could not be created: {sess.error}", fix)
+    gpu = [p for p in sess.initialized if p in GPU_PROVIDERS]
+    missing = [p for p in GPU_PROVIDERS if p in sess.available and p not in sess.initialized]
+    if gpu and not missing:
+        return Check(
+            name, "ok", f"initialized: {', '.join(sess.initialized)} (onnxruntime {sess.version})"
+        )
+    if gpu:
+        return Check(
+            name,
+            "warn",
+            f"initialized {', '.join(gpu)}, but {', '.join(missing)} failed to initialize",
+            "check that TensorRT's libraries (libnvinfer) match onnxruntime's build",
+        )
+    if not info.has_cuda:
+        return Check(name, "ok", f"CPU only (no NVIDIA GPU): {', '.join(sess.initialized)}")
+    detail = (
+        f"compiled with {', '.join(missing)} but only {', '.join(sess.initialized)} initialized "
+        "(CUDA/cuDNN libraries not found?)"
+        if missing
+        else f"CPU-only build: {', '.join(sess.initialized)}"
+    )
+    return Check(name, "fail", detail, fix)
+
+
+def check_tensorrt(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
+    name = "TensorRT Python bindings"
+    fix = (
+        "JetPack ships them in the system Python (python3-libnvinfer): create the virtual "
+        "environment with --system-site-packages (jetson/setup.sh does) or "
+        "`sudo apt install python3-libnvinfer`"
+    )
+    if probes.find_package("tensorrt") is None:
+        if not info.is_jetson:
+            return Check(name, "skip", "tensorrt is not installed (optional off the Jetson)")
+        return Check(name, "fail", "tensorrt is not importable", fix)
+    if not deep:
+        return Check(name, "ok", "tensorrt package found; --deep imports it")
+    version = probes.tensorrt_version()
+    if version is None:
+        return Check(name, "fail", "tensorrt is installed but does not import", fix)
+    return Check(name, "ok", f"TensorRT {version}")
+
+
+def check_swap(info: DeviceInfo) -> Check:
+    name = "swap"
+    if info.swap_total is None:
+        return Check(name, "skip", "swap unknown (/proc/meminfo unreadable)")
+    if info.swap_total == 0:
+        if not info.is_jetson:
+            return Check(name, "ok", "none")
+        return Check(
+            name,
+            "warn",
+            "no swap: compiling llama.cpp or building TensorRT engines can be killed for memory",
+            "add a swap file: sudo fallocate -l 16G /swapfile && sudo chmod 600 /swapfile && "
+            "sudo mkswap /swapfile && sudo swapon /swapfile (and add it to /etc/fstab)",
+        )
+    return Check(name, "ok", f"{info.swap_total / GiB:.1f} GiB")
+
+
+def check_memory(info: DeviceInfo, min_free: int) -> Check:
+    name = "free unified memory" if info.is_jetson else "free memory"
+    if info.mem_available is None or info.mem_total is None:
+        return Check(name, "skip", "memory unknown (/proc/meminfo unreadable)")
+    detail = f"{info.mem_available / GiB:.1f} of {info.mem_total / GiB:.1f} GiB available"
+    if info.mem_available >= min_free:
+        return Check(name, "ok", detail)
+    fix = (
+        f"free memory (need {min_free / GiB:.1f} GiB): close other programs"
+        + (
+            "; on the desktop image, `sudo systemctl set-default multi-user.target` and reboot "
+            "frees about 1 GB"
+            if info.is_jetson
+            else ""
+        )
+        + "; or use a smaller quant type"
+    )
+    return Check(name, "warn", detail, fix)
+
+
+def check_power(info: DeviceInfo) -> list[Check]:
+    status = info.power
+    fastest = status.fastest if status else None
+    out: list[Check] = []
+    if info.power_mode is None:
+        out.append(Check("power mode", "skip", "unknown (nvpmodel not readable)"))
+    elif fastest is None or info.power_mode == fastest:
+        out.append(Check("power mode", "ok", info.power_mode))
+    else:
+        out.append(
+            Check(
+                "power mode",
+                "warn",
+                f"{info.power_mode}, not the fastest ({fastest})",
+                f"sudo amalia-edge power --set {fastest}",
+            )
+        )
+    if info.jetson_clocks is None:
+        out.append(Check("jetson_clocks", "skip", "unknown (clock files not readable)"))
+    elif info.jetson_clocks:
+        out.append(Check("jetson_clocks", "ok", "clocks locked at the mode's maximum"))
+    else:
+        out.append(
+            Check(
+                "jetson_clocks",
+                "warn",
+                "off: clocks scale with load (slower, noisier numbers)",
+                "sudo amalia-edge power --clocks on",
+            )
+        )
+    return out
+
+
+def run_checks(
+    info: DeviceInfo,
+    *,
+    deep: bool = False,
+    min_free: int = DEFAULT_MIN_FREE,
+    probes: Probes | None = None,
+) -> list[Check]:
+    """Every check that applies to this machine, in a fixed order."""
+    probes = probes or Probes()
+    checks = [
+        check_llama(info, deep, probes),
+        check_onnxruntime(info, deep, probes),
+        check_tensorrt(info, deep, probes),
+        check_swap(info),
+        check_memory(info, min_free),
+    ]
+    if info.is_jetson:
+        checks += check_power(info)
+    return checks

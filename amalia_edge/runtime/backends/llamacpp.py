@@ -1,0 +1,374 @@
+"""llama.cpp backend (llama-cpp-python): GGUF on CPU, or on CUDA with every layer offloaded.
+
+``llama_cpp`` is imported only in :meth:`LlamaCppBackend.probe` and :meth:`~LlamaCppBackend.load`.
+
+Generation goes through ``Llama.generate`` (public API; the same token loop
+``create_completion`` uses, with its KV-cache prefix reuse, so a chat's earlier turns are not
+evaluated again). The prefill time is taken by wrapping this instance's ``eval`` (two
+``perf_counter`` calls per step); token text comes from ``token_to_piece``; end of generation
+is llama.cpp's own end-of-generation set (``llama_vocab_is_eog``: EOS, ``<|im_end|>``, ...).
+``benchmarks/runtime_overhead.py`` measures what this layer costs against calling
+llama-cpp-python directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from amalia_edge.errors import AmaliaEdgeError, BackendError, ContextOverflowError
+from amalia_edge.runtime.backend import (
+    Availability,
+    Backend,
+    BackendSession,
+    EventBuilder,
+    LoadOptions,
+    MemoryEstimate,
+    MiB,
+    kv_cache_bytes,
+)
+from amalia_edge.runtime.events import Event, FinishReason
+from amalia_edge.runtime.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from amalia_edge.device import DeviceInfo
+    from amalia_edge.runtime.artifacts import Artifact
+
+log = logging.getLogger(__name__)
+
+# ggml type ids for the KV cache (ggml/include/ggml.h enum ggml_type; llama_cpp.GGML_TYPE_*).
+KV_CACHE_GGML_TYPES: dict[str, int] = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "bf16": 30,
+}
+
+# Runtime overhead besides weights and KV cache, as an estimate (llama.cpp does not report
+# its compute buffers before loading). Base: host-side buffers, the vocabulary and the
+# Python objects (assumption: a few tens of MiB, rounded up). CUDA: the CUDA context and
+# cuBLAS workspace (assumption, order of magnitude of a CUDA context on Orin-class GPUs).
+BASE_OVERHEAD = 64 * MiB
+CUDA_CONTEXT_OVERHEAD = 384 * MiB
+
+
+def _install_hint(device: DeviceInfo | None) -> str:
+    """How to install llama-cpp-python on this machine (the CUDA build where there is a GPU)."""
+    if device is not None and device.is_jetson:
+        cc = str(device.cuda_cc or "8.7").replace(".", "")
+        return (
+            f'CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES={cc}" pip install '
+            "llama-cpp-python --no-binary llama-cpp-python --force-reinstall --no-cache-dir "
+            "(with /usr/local/cuda/bin on PATH; or run jetson/setup.sh)"
+        )
+    if device is not None and getattr(device, "gpus", None):
+        return (
+            'CMAKE_ARGS="-DGGML_CUDA=on" pip install llama-cpp-python --no-binary '
+            "llama-cpp-python --force-reinstall --no-cache-dir"
+        )
+    return "pip install 'amalia-edge[llama]' (or: pip install llama-cpp-python)"
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unsupported platform: fall back to logical CPUs
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+class LlamaCppBackend(Backend):
+    name: ClassVar[str] = "llama.cpp"
+    artifact_kinds: ClassVar[tuple[str, ...]] = ("gguf",)
+    description: ClassVar[str] = "llama-cpp-python (GGUF), CUDA offload when built with CUDA"
+
+    def probe(self, device: DeviceInfo | None) -> Availability:
+        try:
+            import llama_cpp
+        except ImportError:
+            return Availability(
+                False, "llama-cpp-python is not installed", install_hint=_install_hint(device)
+            )
+        except OSError as exc:  # the shared library failed to load (missing CUDA libs, ...)
+            return Availability(
+                False,
+                f"llama-cpp-python is installed but its library does not load ({exc})",
+                install_hint=_install_hint(device),
+            )
+        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        version = getattr(llama_cpp, "__version__", "?")
+        details = {"version": version, "gpu_offload": gpu}
+        has_gpu = bool(device is not None and getattr(device, "gpus", None))
+        if gpu:
+            return Availability(True, f"llama-cpp-python {version}, GPU offload", details=details)
+        if has_gpu:
+            return Availability(
+                True,
+                f"llama-cpp-python {version} is a CPU-only build although this machine has a "
+                "GPU (runs on CPU, slower)",
+                install_hint=_install_hint(device),
+                details=details,
+            )
+        return Availability(True, f"llama-cpp-python {version}, CPU", details=details)
+
+    def _gpu(self, options: LoadOptions | None) -> bool:
+        if options is not None and options.gpu is False:
+            return False
+        try:
+            import llama_cpp
+
+            return bool(llama_cpp.llama_supports_gpu_offload())
+        except (ImportError, OSError):
+            return False
+
+    def memory_estimate(
+        self, artifact: Artifact, n_ctx: int, options: LoadOptions | None = None
+    ) -> MemoryEstimate:
+        opts = options or LoadOptions()
+        weights = artifact.weight_bytes or artifact.size
+        shape = artifact.shape
+        notes: list[str] = []
+        if shape is None:
+            kv = 0
+            compute = 0
+            notes.append("model shape unknown: KV cache not counted")
+        else:
+            kv = kv_cache_bytes(
+                shape.n_layers, shape.n_kv_heads, shape.head_dim, n_ctx, opts.kv_cache_type
+            )
+            n_ub = min(opts.n_batch, n_ctx)
+            flash = opts.flash_attn if opts.flash_attn is not None else self._gpu(opts)
+            # Compute graph, worst case llama.cpp reserves for one micro-batch (float32):
+            # attention scores n_ub × n_ctx × heads (not materialised with flash attention),
+            # FFN activations (gate, up, act) and the logits of every position in the batch.
+            attn = 0 if flash else n_ub * n_ctx * shape.n_heads * 4
+            ffn = n_ub * shape.n_ff * 3 * 4
+            logits = n_ub * shape.n_vocab * 4
+            compute = attn + ffn + logits
+        gpu = self._gpu(opts)
+        overhead = BASE_OVERHEAD + compute + (CUDA_CONTEXT_OVERHEAD if gpu else 0)
+        return MemoryEstimate(weights, kv, overhead, tuple(notes))
+
+    def decode_bytes_per_token(self, artifact: Artifact, n_ctx: int) -> int:
+        weights = artifact.decode_weight_bytes or artifact.weight_bytes or artifact.size
+        shape = artifact.shape
+        # The KV cache is read in full each step; count it at half fill (an average reply).
+        kv = (
+            kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, n_ctx // 2)
+            if shape
+            else 0
+        )
+        return int(weights + kv)
+
+    def load(
+        self, artifact: Artifact, n_ctx: int, options: LoadOptions | None = None
+    ) -> BackendSession:
+        avail = self.probe(None)
+        if not avail.ok:
+            raise BackendError(f"llama.cpp backend: {avail.reason}", fix=avail.install_hint)
+        return LlamaCppSession(artifact, n_ctx, options or LoadOptions(), self._gpu(options))
+
+
+class LlamaCppSession(BackendSession):
+    backend = LlamaCppBackend.name
+
+    def __init__(self, artifact: Artifact, n_ctx: int, options: LoadOptions, gpu: bool) -> None:
+        import llama_cpp
+
+        if options.kv_cache_type not in KV_CACHE_GGML_TYPES:
+            raise BackendError(
+                f"unknown KV cache type {options.kv_cache_type!r}",
+                fix=f"choose one of {', '.join(KV_CACHE_GGML_TYPES)}",
+            )
+        kv_type = KV_CACHE_GGML_TYPES[options.kv_cache_type]
+        flash = options.flash_attn if options.flash_attn is not None else gpu
+        if options.kv_cache_type not in ("f16", "f32", "bf16") and not flash:
+            # llama.cpp refuses a quantized V cache without flash attention (llama-context.cpp).
+            log.info("flash attention enabled: a quantized V cache needs it")
+            flash = True
+        threads = options.n_threads or _physical_cores()
+        self.artifact = artifact
+        self.n_ctx = n_ctx
+        self.gpu = gpu
+        self.params: dict[str, Any] = {
+            "n_ctx": n_ctx,
+            "n_batch": options.n_batch,
+            "n_ubatch": options.n_batch,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "n_gpu_layers": -1 if gpu else 0,
+            "flash_attn": flash,
+            "type_k": kv_type,
+            "type_v": kv_type,
+            "use_mmap": options.use_mmap,
+            "verbose": options.verbose,
+        }
+        if options.seed is not None:
+            self.params["seed"] = options.seed
+        self.params.update(options.extra)
+        try:
+            self._llm = llama_cpp.Llama(model_path=str(artifact.path), **self.params)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(
+                f"llama.cpp could not load {artifact.path.name} ({exc})",
+                fix="check the file (re-run `amalia-edge quantize`) and the free memory; "
+                "run with -vv to see llama.cpp's log",
+            ) from None
+        self._closed = False
+        self._last_eval: tuple[int, float] = (0, 0.0)
+        self._pieces: dict[int, bytes] = {}
+        self._vocab = self._llm._model.vocab
+        self._is_eog = (
+            getattr(llama_cpp, "llama_vocab_is_eog", None) or llama_cpp.llama_token_is_eog
+        )
+        self._default_seed = llama_cpp.LLAMA_DEFAULT_SEED
+        original_eval = self._llm.eval
+
+        def timed_eval(tokens: Sequence[int]) -> None:
+            t0 = time.perf_counter()
+            original_eval(tokens)
+            self._last_eval = (len(tokens), time.perf_counter() - t0)
+
+        # Instance attribute: Llama.generate calls self.eval, so it picks this up.
+        self._llm.eval = timed_eval
+
+    # -- tokenizer ---------------------------------------------------------------------------
+
+    @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (for benchmarks and tests)."""
+        return self._llm
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return bytes(self._llm.detokenize(list(token_ids))).decode("utf-8", errors="replace")
+
+    def _special_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return bytes(self._llm.detokenize([token_id], special=True)).decode("utf-8", "replace")
+
+    @property
+    def chat_template(self) -> str | None:
+        t = self._llm.metadata.get("tokenizer.chat_template")
+        return t if isinstance(t, str) and t else None
+
+    @property
+    def bos_token(self) -> str:
+        return self._special_text(self._llm.token_bos())
+
+    @property
+    def eos_token(self) -> str:
+        return self._special_text(self._llm.token_eos())
+
+    def _piece(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = bytes(self._llm.detokenize([token_id]))
+            self._pieces[token_id] = piece
+        return piece
+
+    # -- generation --------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        sampling: SamplingParams | None = None,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        if self._closed:
+            raise BackendError("this model was closed", fix="load it again with load_model()")
+        if max_tokens < 1:
+            raise AmaliaEdgeError(f"max_tokens must be >= 1, got {max_tokens}", fix="raise it")
+        ids = self.prompt_ids(prompt)
+        if not ids:
+            raise AmaliaEdgeError("the prompt is empty", fix="give some text")
+        if len(ids) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx}",
+                fix="shorten the prompt or raise --ctx",
+            )
+        return self._generate(ids, sampling or SamplingParams(), max_tokens, stop, cancel)
+
+    def _generate(
+        self,
+        ids: list[int],
+        sp: SamplingParams,
+        max_tokens: int,
+        stop: Sequence[str],
+        cancel: threading.Event | None,
+    ) -> Iterator[Event]:
+        llm = self._llm
+        eb = EventBuilder(self.backend, self.artifact.label, self.n_ctx, ids, stop, self._piece)
+        yield eb.started()
+        # Token k (1-based) is sampled after prompt + k-1 tokens are in the KV cache.
+        room = self.n_ctx - len(ids)
+        limit = min(max_tokens, room)
+        llm.set_seed(sp.seed if sp.seed is not None else self._default_seed)
+        llm.last_n_tokens_size = sp.repeat_last_n
+        gen = llm.generate(
+            ids,
+            top_k=sp.top_k,
+            top_p=sp.top_p,
+            min_p=sp.min_p,
+            temp=sp.temperature,
+            repeat_penalty=sp.repeat_penalty,
+            reset=True,
+        )
+        is_eog, vocab, ignore_eos = self._is_eog, self._vocab, sp.ignore_eos
+        reason: FinishReason
+        try:
+            for i, tok in enumerate(gen):
+                if i == 0:
+                    n, secs = self._last_eval
+                    yield eb.prompt_processed(n, secs)
+                if not ignore_eos and is_eog(vocab, tok):
+                    ev = eb.end_token(tok)
+                    if ev is not None:
+                        yield ev
+                    reason = "stop"
+                    break
+                cancelled = cancel is not None and cancel.is_set()
+                last = cancelled or i + 1 >= limit
+                yield eb.token(tok, final=last)
+                if eb.stopped:
+                    reason = "stop_string"
+                    break
+                if last:
+                    reason = (
+                        "cancelled"
+                        if cancelled
+                        else "length"
+                        if i + 1 >= max_tokens
+                        else "context_full"
+                    )
+                    break
+            else:  # pragma: no cover - generate() is endless; kept for a future change there
+                reason = "stop"
+        except Exception as exc:  # a failed decode mid-stream: still end with Finished
+            log.debug("generation failed", exc_info=True)
+            yield eb.finish("error", error=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            gen.close()
+        yield eb.finish(reason)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._llm.close()

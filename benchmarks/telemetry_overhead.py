@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""What does the telemetry sampler cost? Decode tokens/s with vs without it, same run.
+
+Loads one model once, then alternates rounds of generation without and with the default
+monitor (``default_monitor(interval=0.1)``: INA3221/tegrastats, RAPL, psutil + sysfs)
+running in its background thread: A B B A A B ... (the ABBA order cancels slow drift such
+as thermal throttling). Tokens/s is the runtime's own ``Finished.decode_tps`` (derived from
+the events). Prints the per-condition medians and the ratio; the target is a cost < 1 %.
+
+Usage::
+
+    python3 benchmarks/telemetry_overhead.py MODEL.gguf [--rounds 10] [--tokens 64]
+    python3 benchmarks/telemetry_overhead.py --demo      # converts the demo model to Q8_0
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("model", nargs="?", default=None)
+    ap.add_argument("--demo", action="store_true", help="convert and use the demo model (Q8_0)")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds per condition")
+    ap.add_argument("--tokens", type=int, default=64, help="tokens generated per round")
+    ap.add_argument("--interval", type=float, default=0.1, help="sampler interval (default 0.1)")
+    ap.add_argument("--backend", default=None)
+    args = ap.parse_args(argv)
+    if not args.model and not args.demo:
+        ap.error("give MODEL or --demo")
+
+    from amalia_edge.bench.runner import PROMPT_TEXT
+    from amalia_edge.runtime import load_model
+    from amalia_edge.runtime.events import Finished
+    from amalia_edge.runtime.sampling import SamplingParams
+    from amalia_edge.telemetry import default_monitor
+
+    with tempfile.TemporaryDirectory(prefix="amalia-overhead-") as tmp:
+        model_path = args.model
+        if args.demo:
+            from amalia_edge.convert.pipeline import quantize
+
+            quantize(None, Path(tmp) / "a", ["Q8_0"], imatrix="none", progress=False)
+            model_path = str(Path(tmp) / "a")
+        model = load_model(model_path, backend=args.backend, n_ctx=512)
+        greedy = SamplingParams(temperature=0.0)
+        prompt = model.session.tokenize(PROMPT_TEXT, add_bos=False, special=False)[:32]
+
+        def decode_tps(k: int) -> float:
+            ids = prompt[k % len(prompt) :] + prompt[: k % len(prompt)]
+            fin = None
+            for ev in model.stream(ids, sampling=greedy, max_tokens=args.tokens):
+                if isinstance(ev, Finished):
+                    fin = ev
+            assert fin is not None
+            return fin.decode_tps
+
+        decode_tps(0)  # warm-up
+        without: list[float] = []
+        with_mon: list[float] = []
+        sources: list[str] = []
+        order = [c for i in range(args.rounds) for c in (("A", "B") if i % 2 == 0 else ("B", "A"))]
+        for k, cond in enumerate(order, 1):
+            if cond == "A":
+                without.append(decode_tps(k))
+            else:
+                mon = default_monitor(interval=args.interval)
+                sources = [str(s) for s in mon.start()]
+                try:
+                    with_mon.append(decode_tps(k))
+                finally:
+                    n = len(mon.stop())
+                print(f"  round {k}: {n} samples", file=sys.stderr)
+        model.close()
+
+    a, b = statistics.median(without), statistics.median(with_mon)
+    spread = statistics.pstdev(without) / statistics.fmean(without)
+    print(f"model: {model_path}  backend: {model.backend_name}  tokens/round: {args.tokens}")
+    print(f"sampler interval: {args.interval} s; sources: {'; '.join(sources)}")
+    print(f"decode tokens/s without sampler: median {a:.2f} (n={len(without)}, cv {spread:.1%})")
+    print(f"decode tokens/s with sampler:    median {b:.2f} (n={len(with_mon)})")
+    print(f"ratio with/without: {b / a:.4f}  (cost {100 * (1 - b / a):+.2f} %; target < 1 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

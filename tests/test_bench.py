@@ -1,0 +1,390 @@
+"""Benchmark runner, records and printers with a scripted model (exact, fast, no library).
+
+The scripted model yields the runtime's real event types with real ``perf_counter`` times
+(it sleeps a known time per token), so every number the runner derives can be checked
+against what the script did. Tests on the real llama.cpp backend are in test_bench_llama.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from amalia_edge.bench.printers import load_records, render, to_csv, to_markdown
+from amalia_edge.bench.records import FIELDS, BenchRecord
+from amalia_edge.bench.runner import (
+    BenchConfig,
+    TestSpec,
+    make_tests,
+    parse_test,
+    percentile,
+    run_bench,
+)
+from amalia_edge.errors import BackendError, BenchError
+from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
+from amalia_edge.telemetry import Monitor
+from amalia_edge.telemetry.system import SystemSampler
+from tests.plugins.telemetry import KnownPowerSampler
+
+
+class ScriptedModel:
+    """Yields Started, PromptProcessed, TokenEvent..., Finished with known per-token delays."""
+
+    backend_name = "scripted"
+
+    def __init__(self, prefill_per_token: float = 0.00002, itl: float = 0.002) -> None:
+        self.prefill_per_token = prefill_per_token
+        self.itl = itl
+        self.calls: list[tuple[list[int], int]] = []
+        self.interrupt_on_call: int | None = None
+        self.closed = False
+        self.artifact = None
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        return [hash(w) % 1000 for w in text.split()]
+
+    def stream(
+        self, prompt: list[int], *, sampling: Any = None, max_tokens: int = 1
+    ) -> Iterator[Event]:
+        self.calls.append((list(prompt), max_tokens))
+        if self.interrupt_on_call is not None and len(self.calls) >= self.interrupt_on_call:
+            raise KeyboardInterrupt
+        return self._gen(prompt, max_tokens)
+
+    def _gen(self, prompt: list[int], max_tokens: int) -> Iterator[Event]:
+        t_start = time.perf_counter()
+        yield Started("scripted", "gguf:TEST", len(prompt), 1024, t_start)
+        t0 = time.perf_counter()
+        time.sleep(self.prefill_per_token * len(prompt))
+        secs = time.perf_counter() - t0
+        yield PromptProcessed(len(prompt), secs, time.perf_counter())
+        toks = []
+        for i in range(max_tokens):
+            if i:
+                time.sleep(self.itl)
+            ev = TokenEvent("x", 7, i, time.perf_counter())
+            toks.append(ev)
+            yield ev
+        yield Finished(
+            "length",
+            "x" * max_tokens,
+            len(prompt),
+            max_tokens,
+            t_start,
+            toks[0].t if toks else None,
+            time.perf_counter(),
+            secs,
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _monitor(power: KnownPowerSampler | None = None) -> Monitor:
+    return Monitor([power or KnownPowerSampler(), SystemSampler()], interval=0.005)
+
+
+def _run(
+    model: ScriptedModel, tests: list[TestSpec], reps: int = 3, **kw: Any
+) -> tuple[Any, list[tuple[Any, ...]]]:  # Any: tests compare Optional fields freely
+    loads: list[tuple[Any, ...]] = []
+
+    def load(path: Any, backend: Any = None, quant: Any = None, n_ctx: int = 0) -> ScriptedModel:
+        loads.append((path, backend, quant, n_ctx))
+        return model
+
+    monitor = kw.pop("monitor", None) or _monitor()
+    cfg = BenchConfig(
+        model="scripted.gguf",
+        tests=tests,
+        repetitions=reps,
+        warmup=1,
+        measure_bandwidth=False,
+        **kw,
+    )
+    res = run_bench(cfg, load=load, monitor=monitor, device=_Dev())
+    return res, loads
+
+
+class _Dev:
+    memory_bandwidth = 204.8e9
+    memory_bandwidth_source = "board table"
+    board = None
+    cpu_model = "test cpu"
+    gpus: tuple[Any, ...] = ()
+
+
+# -- test names and counts ---------------------------------------------------------------------
+def test_parse_test_names():
+    assert parse_test("pp512") == TestSpec(512, 0)
+    assert parse_test("tg128") == TestSpec(0, 128)
+    assert parse_test("pp512+tg128") == TestSpec(512, 128)
+    assert parse_test("pp512+tg128").name == "pp512+tg128"
+    for bad in ("pp", "tg-1", "xx12", "pp512tg128", "pp0", "", "tg 12"):
+        with pytest.raises(BenchError):
+            parse_test(bad)
+
+
+def test_make_tests_like_llama_bench():
+    assert [t.name for t in make_tests([512], [128])] == ["pp512", "tg128"]
+    assert [t.name for t in make_tests([0], [16], ["pp8+tg4"])] == ["tg16", "pp8+tg4"]
+    with pytest.raises(BenchError, match="negative"):
+        make_tests([-1], [128])
+    with pytest.raises(BenchError, match="no tests"):
+        make_tests([0], [0])
+
+
+@pytest.mark.parametrize("bad", [{"repetitions": 0}, {"warmup": -1}, {"interval": 0}])
+def test_config_rejects_bad_counts(bad):
+    with pytest.raises(BenchError):
+        BenchConfig(model=None, **bad).validate()
+
+
+def test_percentile_matches_numpy_linear():
+    np = pytest.importorskip("numpy")
+    xs = [5.0, 1.0, 9.0, 2.5, 7.0, 3.0]
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+# -- numbers are derived from the events and self-consistent ----------------------------------
+def test_tg_tokens_per_second_is_count_over_span():
+    model = ScriptedModel(itl=0.002)
+    res, loads = _run(model, [TestSpec(0, 8)], reps=3)
+    (rec,) = res.records
+    assert rec.test == "tg8" and rec.n_gen == 8 and len(rec.samples_ts) == 3
+    # tgN asks for N+1 tokens so that exactly N decode steps are timed
+    assert all(mt == 9 for _, mt in model.calls)
+    assert len(model.calls) == 4  # 1 warm-up + 3 timed
+    for ns, ts in zip(rec.samples_ns, rec.samples_ts, strict=True):
+        assert ts == pytest.approx(8 / (ns / 1e9))
+    assert rec.avg_ts == pytest.approx(sum(rec.samples_ts) / 3)
+    # each decode step sleeps 2 ms, so the rate cannot exceed 500 tokens/s
+    assert rec.avg_ts < 500
+    assert rec.itl_p50_ms <= rec.itl_p90_ms <= rec.itl_p99_ms
+    assert rec.itl_p50_ms >= 2.0
+    assert rec.ttft_ms is not None and rec.e2e_ms > rec.ttft_ms
+    assert loads == [("scripted.gguf", None, None, 256)]
+    assert model.closed
+
+
+def test_pp_uses_prefill_events_and_rotates_prompts():
+    model = ScriptedModel(prefill_per_token=0.0001)
+    res, _ = _run(model, [TestSpec(64, 0)], reps=2)
+    (rec,) = res.records
+    assert rec.test == "pp64"
+    prompts = [p for p, _ in model.calls]
+    assert all(len(p) == 64 for p in prompts)
+    assert len({tuple(p) for p in prompts}) == len(prompts)  # no run can reuse a cached prefix
+    assert all(mt == 1 for _, mt in model.calls)
+    for ns, ts in zip(rec.samples_ns, rec.samples_ts, strict=True):
+        assert ts == pytest.approx(64 / (ns / 1e9))
+    assert rec.avg_ts < 64 / (64 * 0.0001)  # slept 0.1 ms per prompt token
+    assert rec.itl_p50_ms is None  # one token: no inter-token latency
+
+
+def test_pg_counts_prompt_and_generated_tokens():
+    model = ScriptedModel()
+    res, _ = _run(model, [TestSpec(16, 4)], reps=2)
+    (rec,) = res.records
+    assert rec.test == "pp16+tg4"
+    for ns, ts in zip(rec.samples_ns, rec.samples_ts, strict=True):
+        assert ts == pytest.approx(20 / (ns / 1e9))
+
+
+def test_energy_is_integral_of_known_power():
+    power = KnownPowerSampler({"VDD_GPU_SOC": (6.0, 3.0), "VDD_CPU_CV": (2.0, 0.0)})
+    model = ScriptedModel(itl=0.004)
+    res, _ = _run(model, [TestSpec(0, 16)], reps=3, monitor=_monitor(power))
+    (rec,) = res.records
+    assert rec.power_label == "known_sum"
+    assert set(rec.rails_avg_w) == {"VDD_GPU_SOC", "VDD_CPU_CV"}
+    assert rec.rails_avg_w["VDD_CPU_CV"] == pytest.approx(2.0)
+    assert rec.telemetry_samples > 0
+    # The runner integrated over the timed spans; recompute the exact energy of those spans.
+    spans_s = [ns / 1e9 for ns in rec.samples_ns]
+    tokens = 16 * 3
+    assert rec.energy_j * 3 == pytest.approx(rec.joules_per_token * tokens)
+    assert rec.tokens_per_joule == pytest.approx(1 / rec.joules_per_token)
+    assert rec.power_avg_w == pytest.approx(rec.energy_j * 3 / sum(spans_s))
+    # power ramps at 3 W/s: average lies between the known bounds of the run
+    assert 8.0 < rec.power_avg_w < 8.0 + 3.0 * 10
+    assert rec.power_peak_w >= rec.power_avg_w
+    assert rec.rails_peak_w["VDD_GPU_SOC"] >= rec.rails_avg_w["VDD_GPU_SOC"]
+
+
+def test_energy_matches_exact_integral_over_each_span(monkeypatch):
+    """Capture the spans the runner integrates and compare with the analytic integral."""
+    import amalia_edge.bench.runner as runner_mod
+
+    power = KnownPowerSampler({"R": (5.0, 10.0)})
+    spans: list[tuple[float, float]] = []
+    real = runner_mod.timed_span
+
+    def spy(test: TestSpec, trace: Any) -> Any:
+        t = real(test, trace)
+        spans.append((t.t0, t.t1))
+        return t
+
+    monkeypatch.setattr(runner_mod, "timed_span", spy)
+    res, _ = _run(ScriptedModel(itl=0.003), [TestSpec(0, 12)], reps=3, monitor=_monitor(power))
+    (rec,) = res.records
+    assert len(spans) == 3  # warm-up runs are not timed
+    exact = sum(power.exact_energy(a, b) for a, b in spans)
+    assert rec.energy_j * 3 == pytest.approx(exact, rel=0.02)
+
+
+def test_no_power_source_is_none_not_zero():
+    mon = Monitor([SystemSampler()], interval=0.005)
+    res, _ = _run(ScriptedModel(), [TestSpec(0, 4)], reps=2, monitor=mon)
+    (rec,) = res.records
+    assert rec.power_avg_w is None and rec.joules_per_token is None and rec.energy_j is None
+    assert rec.peak_rss and rec.peak_rss > 0
+    assert "known_power" not in " ".join(rec.telemetry_sources)
+
+
+def test_roofline_from_bytes_per_token_and_bandwidth():
+    class Art:
+        quant = "Q4_K_M"
+        path = "m.gguf"
+        params = 9_000_000_000
+        weight_bytes = 5_000_000_000
+        decode_weight_bytes = 4_000_000_000
+        size = 5_100_000_000
+        shape = None
+
+    model = ScriptedModel()
+    model.artifact = Art()  # type: ignore[assignment]
+    res, _ = _run(model, [TestSpec(0, 4)], reps=2)
+    (rec,) = res.records
+    assert rec.quant == "Q4_K_M" and rec.model_type == "llama 9B Q4_K_M"
+    assert rec.model_size == 5_000_000_000 and rec.bytes_per_token == 4_000_000_000
+    assert rec.achieved_bandwidth == pytest.approx(4e9 * rec.avg_ts)
+    assert rec.roofline_fraction == pytest.approx(rec.achieved_bandwidth / 204.8e9)
+    assert rec.memory_bandwidth_source == "board table"
+
+
+# -- matrix, failures, interrupt ---------------------------------------------------------------
+def test_matrix_backends_by_quants_and_load_error_once():
+    calls: list[tuple[Any, Any]] = []
+
+    def load(path: Any, backend: Any = None, quant: Any = None, n_ctx: int = 0) -> ScriptedModel:
+        calls.append((backend, quant))
+        if quant == "Q2_K":
+            raise BackendError("llama.cpp could not load m-Q2_K.gguf", fix="re-run quantize")
+        return ScriptedModel()
+
+    cfg = BenchConfig(
+        model="m",
+        tests=[TestSpec(0, 2), TestSpec(8, 0)],
+        repetitions=3,
+        backends=["llama.cpp", "onnxruntime"],
+        quants=["Q4_K_M", "Q2_K"],
+        measure_bandwidth=False,
+    )
+    res = run_bench(cfg, load=load, monitor=_monitor(), device=_Dev())
+    assert calls == [
+        ("llama.cpp", "Q4_K_M"),
+        ("llama.cpp", "Q2_K"),
+        ("onnxruntime", "Q4_K_M"),
+        ("onnxruntime", "Q2_K"),
+    ]
+    assert len(res.records) == 4  # 2 loadable combinations × 2 tests
+    assert len(res.errors) == 2  # once per failed combination, not per test or repetition
+    assert all("could not load" in e for e in res.errors)
+
+
+def test_nothing_loads_raises_the_runtime_error():
+    def load(*a: Any, **k: Any) -> Any:
+        raise BackendError("no such model file x.gguf", fix="check the path")
+
+    cfg = BenchConfig(model="x.gguf", tests=[TestSpec(0, 2)], measure_bandwidth=False)
+    with pytest.raises(BenchError, match="no such model file"):
+        run_bench(cfg, load=load, monitor=_monitor(), device=_Dev())
+
+
+def test_generation_error_reported_once():
+    class Failing(ScriptedModel):
+        def _gen(self, prompt: list[int], max_tokens: int) -> Iterator[Event]:
+            t = time.perf_counter()
+            yield Started("scripted", "gguf:T", len(prompt), 64, t)
+            yield PromptProcessed(len(prompt), 0.001, t)
+            yield Finished("error", "", len(prompt), 0, t, None, t, 0.001, error="decode failed")
+
+    cfg = BenchConfig(
+        model="m", tests=[TestSpec(0, 2), TestSpec(4, 0)], repetitions=5, measure_bandwidth=False
+    )
+    model = Failing()
+    with pytest.raises(BenchError, match="decode failed"):
+        run_bench(cfg, load=lambda *a, **k: model, monitor=_monitor(), device=_Dev())
+    assert len(model.calls) == 1  # stopped at the first failure
+
+
+def test_ctrl_c_keeps_completed_records():
+    model = ScriptedModel()
+    model.interrupt_on_call = 7  # test 1: 1 warm-up + 3 timed; test 2 interrupted mid-way
+    res, _ = _run(model, [TestSpec(0, 2), TestSpec(0, 3)], reps=3)
+    assert res.interrupted
+    assert [r.test for r in res.records] == ["tg2"]
+    assert model.closed
+
+
+# -- printers ----------------------------------------------------------------------------------
+def _records() -> list[BenchRecord]:
+    model = ScriptedModel()
+    res, _ = _run(model, [TestSpec(8, 0), TestSpec(0, 4)], reps=2)
+    return res.records
+
+
+def test_printers_roundtrip_and_llama_bench_names():
+    recs = _records()
+    for fmt in ("json", "jsonl"):
+        back = load_records(render(recs, fmt))
+        assert [r.to_dict() for r in back] == [r.to_dict() for r in recs]
+    data = json.loads(render(recs, "json"))
+    for name in (
+        "model_filename",
+        "model_type",
+        "model_size",
+        "model_n_params",
+        "n_prompt",
+        "n_gen",
+        "test_time",
+        "avg_ns",
+        "stddev_ns",
+        "avg_ts",
+        "stddev_ts",
+        "samples_ns",
+        "samples_ts",
+        "build_commit",
+        "cpu_info",
+        "gpu_info",
+        "backends",
+    ):
+        assert name in data[0]
+    rows = list(csv.DictReader(io.StringIO(to_csv(recs))))
+    assert tuple(rows[0]) == FIELDS and len(rows) == 2
+    assert float(rows[0]["avg_ts"]) == pytest.approx(recs[0].avg_ts)
+    assert json.loads(rows[0]["samples_ns"]) == pytest.approx(recs[0].samples_ns)
+    md = to_markdown(recs)
+    assert md.splitlines()[0].startswith("| model | quant |")
+    assert "pp8" in md and "tg4" in md and "power: none readable" not in md
+    with pytest.raises(BenchError, match="unknown output format"):
+        render(recs, "xml")
+
+
+def test_printers_rerender_a_results_file(tmp_path, capsys):
+    from amalia_edge.bench.printers import main as printers_main
+
+    recs = _records()
+    f = tmp_path / "r.json"
+    f.write_text(render(recs, "json"))
+    assert printers_main([str(f), "csv"]) == 0
+    assert capsys.readouterr().out == to_csv(recs)
+    assert printers_main([]) == 2

@@ -1,0 +1,156 @@
+"""pt-PT importance matrix: llama.cpp's GGUF imatrix format, statistics, reuse, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amalia_edge.checkpoint import DEMO_DIR, open_checkpoint
+from amalia_edge.convert import imatrix as im
+from amalia_edge.errors import ImatrixError
+
+# AMALIA_EDGE_TEST_DEMO lets a developer point these tests at a freshly trained checkpoint.
+DEMO = Path(os.environ.get("AMALIA_EDGE_TEST_DEMO", DEMO_DIR))
+CTX = 64  # small chunks keep the numpy reference pass fast
+
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@pytest.fixture(scope="module")
+def demo():  # type: ignore[no-untyped-def]
+    return open_checkpoint(DEMO)
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first ~3 KB of the shipped calibration text: several 64-token chunks, quickly."""
+    text = im.DEFAULT_CALIBRATION.read_text(encoding="utf-8")[:3000]
+    p = tmp_path_factory.mktemp("cal") / "calib.txt"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def imx_path(demo, calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    return im.ensure_imatrix(demo, tmp_path_factory.mktemp("imx"), calib, ctx=CTX)
+
+
+def test_shipped_calibration_covers_several_demo_chunks(demo) -> None:  # type: ignore[no-untyped-def]
+    text, _ = im.read_calibration()
+    tokens = im.tokenize(demo, text)
+    chunks = im.make_chunks(tokens, im.default_ctx(demo), demo.vocab.bos_id)
+    assert len(chunks) >= 8
+    assert all(c[0] == demo.vocab.bos_id and len(c) == im.default_ctx(demo) for c in chunks)
+
+
+def test_gguf_imatrix_round_trips_with_names_and_counts(demo, calib: Path, imx_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import gguf
+
+    r = gguf.GGUFReader(imx_path)
+    assert r.fields["general.type"].contents() == "imatrix"
+    assert "general.architecture" not in r.fields
+    assert r.fields["imatrix.datasets"].contents() == ["calib.txt"]
+    n_tokens = len(im.tokenize(demo, calib.read_text(encoding="utf-8")))
+    n_chunks = n_tokens // CTX
+    assert r.fields["imatrix.chunk_count"].contents() == n_chunks
+    assert r.fields["imatrix.chunk_size"].contents() == CTX
+
+    layers = demo.config.num_hidden_layers
+    want = {f"blk.{i}.{p}.weight" for i in range(layers) for p in PROJECTIONS}
+    tensors = {t.name: t for t in r.tensors}
+    assert {n[: -len(".in_sum2")] for n in tensors if n.endswith(".in_sum2")} == want
+    assert "output.weight.in_sum2" not in tensors  # llama-imatrix default: no --process-output
+    hidden, inter = demo.config.hidden_size, demo.config.intermediate_size
+    for name in want:
+        s2 = tensors[f"{name}.in_sum2"]
+        cols = inter if "ffn_down" in name else hidden
+        # ggml shape [in_features, n_mat=1] as llama-imatrix writes it
+        assert [int(x) for x in s2.shape] == [cols, 1]
+        assert s2.tensor_type == gguf.GGMLQuantizationType.F32
+        assert float(tensors[f"{name}.counts"].data.reshape(-1)[0]) == n_chunks * CTX
+        assert np.all(np.asarray(s2.data) > 0)
+
+
+def test_attn_q_sums_match_an_independent_computation(demo, calib: Path, imx_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """blk.0's q/k/v input is RMSNorm(embedding) * attn_norm: computable without the model."""
+    tokens = im.tokenize(demo, calib.read_text(encoding="utf-8"))
+    chunks = im.make_chunks(tokens, CTX, demo.vocab.bos_id)
+    ids = np.concatenate([np.asarray(c) for c in chunks])
+    emb = demo.read("model.embed_tokens.weight", "float32")[ids].astype(np.float64)
+    w = demo.read("model.layers.0.input_layernorm.weight", "float32").astype(np.float64)
+    x = emb / np.sqrt((emb**2).mean(-1, keepdims=True) + demo.config.rms_norm_eps) * w
+    want = (x**2).sum(0)
+    imx = im.load_imatrix(imx_path)
+    got = imx.data["blk.0.attn_q.weight"] * len(ids)  # load_imatrix divides by counts
+    np.testing.assert_allclose(got, want, rtol=2e-4)
+    np.testing.assert_allclose(imx.data["blk.0.attn_k.weight"], imx.data["blk.0.attn_q.weight"])
+
+
+def test_reused_when_unchanged_and_recomputed_when_calibration_changes(demo, calib: Path, imx_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    before = imx_path.stat().st_mtime_ns
+    again = im.ensure_imatrix(demo, imx_path.parent, calib, ctx=CTX)
+    assert again == imx_path and again.stat().st_mtime_ns == before
+    other = tmp_path / "other.txt"
+    other.write_text(calib.read_text(encoding="utf-8") + "\nMais uma frase.", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / im.IMATRIX_FILE).write_bytes(imx_path.read_bytes())
+    im.ensure_imatrix(demo, out, other, ctx=CTX)
+    import gguf
+
+    r = gguf.GGUFReader(out / im.IMATRIX_FILE)
+    assert r.fields["imatrix.datasets"].contents() == ["other.txt"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".amalia-tmp-")]
+
+
+def test_validates_against_its_model_and_refuses_another(demo, imx_path: Path, make_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    im.validate_imatrix(imx_path, demo)
+    other = open_checkpoint(make_checkpoint(intermediate_size=512, num_hidden_layers=2))
+    imx = im.load_imatrix(imx_path)
+    if demo.config.intermediate_size != 512:
+        with pytest.raises(ImatrixError, match=r"blk\.0\.ffn_down\.weight has \d+ values"):
+            im.validate_imatrix(imx, other)
+    # Keep only the deepest layer's tensors: a 2-layer model has no such block.
+    deep = f"blk.{demo.config.num_hidden_layers - 1}."
+    imx.data = {k: v for k, v in imx.data.items() if k.startswith(deep)}
+    with pytest.raises(ImatrixError, match=rf"has tensor {deep}attn_k\.weight, which model"):
+        im.validate_imatrix(imx, other)
+
+
+def test_bad_calibration_text_is_refused_with_the_fix(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    with pytest.raises(ImatrixError, match="is empty"):
+        im.ensure_imatrix(demo, tmp_path, empty, ctx=CTX)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Olá, coração de Lisboa!".encode("latin-1"))
+    with pytest.raises(ImatrixError, match="not UTF-8.*iconv"):
+        im.ensure_imatrix(demo, tmp_path, latin1, ctx=CTX)
+    short = tmp_path / "short.txt"
+    short.write_text("Bom dia, como está?", encoding="utf-8")
+    with pytest.raises(ImatrixError, match=rf"too short: \d+ tokens, need at least {2 * CTX}"):
+        im.ensure_imatrix(demo, tmp_path, short, ctx=CTX)
+    with pytest.raises(ImatrixError, match="does not exist"):
+        im.ensure_imatrix(demo, tmp_path, tmp_path / "missing.txt", ctx=CTX)
+    assert not (tmp_path / im.IMATRIX_FILE).exists()
+
+
+@pytest.mark.slow
+def test_llama_cpp_quantizer_accepts_it(demo, imx_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("llama_cpp")
+    from amalia_edge.convert.gguf import write_gguf
+    from amalia_edge.convert.quant_types import QUANT_TYPES
+    from amalia_edge.convert.quantize import llama_quantize
+
+    src = tmp_path / "f32.gguf"
+    write_gguf(demo, src, "f32")
+    dst = tmp_path / "iq2.gguf"
+    # IQ2_XS is one of the types llama.cpp refuses to make without an importance matrix.
+    llama_quantize(src, dst, QUANT_TYPES["IQ2_XS"], imatrix=im.load_imatrix(imx_path))
+    import gguf
+
+    r = gguf.GGUFReader(dst)
+    assert r.fields["quantize.imatrix.entries_count"].contents() == 7 * demo.config.num_hidden_layers

@@ -1,0 +1,295 @@
+"""jetson/setup.sh --dry-run against fake L4T trees, shellcheck, and one source of versions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+JETSON = REPO / "jetson"
+BOARDS = REPO / "tests" / "fixtures" / "boards"
+FAKE_BIN = REPO / "tests" / "fixtures" / "bin"
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for line in (JETSON / "versions.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def setup_sh(
+    tmp_path: Path, board: str, *args: str, cuda: bool = True
+) -> subprocess.CompletedProcess[str]:
+    cuda_home = tmp_path / "cuda"
+    (cuda_home / "bin").mkdir(parents=True, exist_ok=True)
+    if cuda:
+        nvcc = cuda_home / "bin" / "nvcc"
+        nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6'\n")
+        nvcc.chmod(0o755)
+    env = {
+        **os.environ,
+        "AMALIA_EDGE_ROOT": str(BOARDS / board),
+        "AMALIA_EDGE_BIN_PATH": str(FAKE_BIN),
+        "AMALIA_FAKE_LOG": str(tmp_path / "calls.log"),
+        "CUDA_HOME": str(cuda_home),
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run(
+        ["bash", str(JETSON / "setup.sh"), "--venv", str(tmp_path / "venv"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_dry_run_plan_for_jetpack6(tmp_path):
+    v = versions()
+    r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "board:   Jetson AGX Orin 64GB" in out
+    assert "L4T:     36.4.3   JetPack: 6.2" in out
+    assert f"python3 -m venv --system-site-packages {tmp_path / 'venv'}" in out
+    build = next(line for line in out.splitlines() if "FORCE_CMAKE=1" in line)
+    assert f"CUDACXX={tmp_path}/cuda/bin/nvcc" in build
+    assert (
+        f"CMAKE_ARGS=-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES={v['CUDA_ARCHITECTURES']}" in build
+    )
+    assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in build and "--no-binary" in build
+    assert (
+        f"--index-url {v['JETSON_PIP_INDEX_JP6']} --extra-index-url https://pypi.org/simple "
+        f"onnxruntime-gpu=={v['ONNXRUNTIME_GPU_VERSION']}"
+    ) in out
+    assert "pip uninstall -y onnxruntime" in out  # the CPU wheel would shadow the GPU one
+    assert f"install -e {REPO}[tui,plots]" in out
+    assert "amalia-edge doctor --deep" in out and "check_generation.py" in out
+    assert "swapfile" not in out  # 61 GiB + 30 GiB swap: no swap needed
+    assert not (tmp_path / "venv").exists()  # dry run changed nothing
+    assert (tmp_path / "calls.log").exists() is True  # probing ran nvpmodel -q, nothing else
+    assert (tmp_path / "calls.log").read_text().splitlines() == ["nvpmodel -q"]
+
+
+def test_dry_run_plan_for_jetpack5(tmp_path):
+    v = versions()
+    r = setup_sh(tmp_path, "agx-orin-32gb-jp5", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "L4T:     35.4.1   JetPack: 5.1.2" in out
+    assert "python3.10 -m venv --system-site-packages" in out
+    assert "TensorRT backend will be unavailable" in out
+    assert f"--index-url {v['JETSON_PIP_INDEX_JP5']}" in out
+
+
+def test_dry_run_offers_swap_on_a_small_board(tmp_path):
+    r = setup_sh(tmp_path, "orin-nano-8gb-jp6", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "memory 7 GiB + swap 0 GiB" in out
+    assert re.search(r"\+ (sudo )?fallocate -l 16G /swapfile", out)
+    assert re.search(r"\+ (sudo )?swapon /swapfile", out)
+    assert "CMAKE_BUILD_PARALLEL_LEVEL=" in out
+
+
+def test_dry_run_warns_when_nvcc_is_missing(tmp_path):
+    r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--dry-run", cuda=False)
+    assert r.returncode == 0
+    assert "would stop:" in r.stdout and "nvcc not found" in r.stdout
+
+
+def test_refuses_a_non_jetson_host(tmp_path):
+    r = setup_sh(tmp_path, "x86-plain", "--dry-run")
+    assert r.returncode == 1
+    assert "error: this is not a Jetson" in r.stderr
+    assert "fix:" in r.stderr and "--force" in r.stderr and "pip install -e '.[all]'" in r.stderr
+
+
+def test_force_builds_on_a_workstation(tmp_path):
+    r = setup_sh(tmp_path, "x86-plain", "--dry-run", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "not a Jetson: continuing because of --force" in r.stdout
+    assert "-DGGML_CUDA=on" in r.stdout
+
+
+def test_refuses_an_unsupported_l4t(tmp_path):
+    tree = tmp_path / "old-l4t"
+    shutil.copytree(BOARDS / "agx-orin-64gb-jp6", tree)
+    (tree / "etc" / "nv_tegra_release").write_text(
+        "# R32 (release), REVISION: 7.4, GCID: 33514132, BOARD: t210ref, EABI: aarch64\n"
+    )
+    env = {
+        **os.environ,
+        "AMALIA_EDGE_ROOT": str(tree),
+        "AMALIA_EDGE_BIN_PATH": str(FAKE_BIN),
+        "AMALIA_FAKE_LOG": str(tmp_path / "log"),
+    }
+    r = subprocess.run(
+        ["bash", str(JETSON / "setup.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 1
+    assert "unsupported L4T release '32.7.4' (JetPack '4.x')" in r.stderr and "fix:" in r.stderr
+
+
+def test_unknown_option_says_what_to_do(tmp_path):
+    r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--bogus")
+    assert r.returncode == 1 and "unknown option: --bogus" in r.stderr and "--help" in r.stderr
+
+
+def test_reruns_reuse_the_venv(tmp_path):
+    py = tmp_path / "venv" / "bin" / "python"
+    py.parent.mkdir(parents=True)
+    py.write_text("#!/bin/sh\nexit 1\n")
+    py.chmod(0o755)
+    r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "exists; reused" in r.stdout and "-m venv" not in r.stdout
+
+
+def test_container_uses_the_same_pinned_versions():
+    v = versions()
+    dockerfile = (JETSON / "Dockerfile").read_text()
+    container = (JETSON / "container.sh").read_text()
+    setup = (JETSON / "setup.sh").read_text()
+    pinned = [
+        v[k]
+        for k in (
+            "L4T_JETPACK_IMAGE",
+            "LLAMA_CPP_PYTHON_VERSION",
+            "ONNXRUNTIME_GPU_VERSION",
+            "JETSON_PIP_INDEX_JP6",
+            "JETSON_PIP_INDEX_JP5",
+        )
+    ]
+    for value in pinned:  # no file repeats a pinned value: versions.env is the one source
+        assert value not in dockerfile and value not in container and value not in setup
+    assert 'source "$SCRIPT_DIR/versions.env"' in setup
+    assert 'source "$SCRIPT_DIR/versions.env"' in container
+    assert "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}" in dockerfile
+    assert "jetson/setup.sh --container" in dockerfile  # same steps as on the board
+    r = subprocess.run(
+        ["bash", str(JETSON / "container.sh"), "build", "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"--build-arg BASE_IMAGE={v['L4T_JETPACK_IMAGE']}" in r.stdout
+    r = subprocess.run(
+        ["bash", str(JETSON / "container.sh"), "run", "--dry-run", "chat", "/models/m"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--runtime nvidia" in r.stdout and r.stdout.rstrip().endswith("chat /models/m")
+
+
+def test_versions_env_is_plain_key_value():
+    for line in (JETSON / "versions.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Z0-9_]+=[^\s$`\"']+", line), line
+
+
+SHELL_SCRIPTS = [
+    *sorted(JETSON.glob("*.sh")),
+    *sorted(p for p in FAKE_BIN.iterdir() if p.is_file()),
+]
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install -y shellcheck)")
+    r = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.slow
+def test_selftest_writes_one_report_on_a_fake_board(fake_device, tmp_path):
+    import json as _json
+
+    dev = fake_device("agx-orin-32gb-jp5")
+    out = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(JETSON / "selftest.py"),
+            str(tmp_path),
+            "--no-bench",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert r.stdout.strip() == str(out), r.stderr
+    report = _json.loads(out.read_text())
+    assert report["board"] == "Jetson AGX Orin 32GB"
+    assert report["doctor"]["result"]["device"]["module_id"] == "p3701-0004"
+    assert report["power"]["result"]["mode"] == "MODE_30W"
+    assert "sudo amalia-edge power --set MAXN --clocks on" in report["power_warning"]
+    assert "nvpmodel -q" in dev.calls() and not any("-m" in c for c in dev.calls())
+
+
+def test_selftest_refuses_a_workstation(fake_device, tmp_path):
+    fake_device("x86-plain")
+    r = subprocess.run(
+        [sys.executable, str(JETSON / "selftest.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert r.returncode == 2 and "not a Jetson" in r.stderr
+
+
+def _python(version: str) -> str | None:
+    found = shutil.which(f"python{version}")
+    candidates = [found] if found else []
+    candidates += sorted(
+        str(p) for p in Path.home().glob(f".pyenv/versions/{version}.*/bin/python")
+    )
+    for exe in candidates:
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.startswith(f"Python {version}"):
+            return exe
+    return None
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.10"])
+def test_detect_runs_on_the_jetpack_system_pythons(version, tmp_path):
+    """setup.sh runs detection with the system Python: 3.8 on JetPack 5, 3.10 on JetPack 6."""
+    exe = _python(version)
+    if exe is None:
+        pytest.skip(f"no Python {version} interpreter here")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AMALIA_EDGE_BIN_PATH": str(FAKE_BIN),
+        "AMALIA_EDGE_ROOT": str(BOARDS / "agx-orin-32gb-jp5"),
+        "AMALIA_FAKE_LOG": str(tmp_path / "l"),
+    }
+    r = subprocess.run(
+        [exe, "-m", "amalia_edge.device.detect", str(BOARDS / "agx-orin-32gb-jp5")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "DETECTED_JETPACK='5.1.2'" in r.stdout or "DETECTED_JETPACK=5.1.2" in r.stdout
