@@ -36,7 +36,7 @@ CORPUS = REPO.parent / "shared" / "corpus"
 UNK, BOS, EOS, PAD = 0, 1, 2, 3
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
-# ChatML template (the same shape EuroLLM-Instruct ships): bos, then <|im_start|>role\n...<|im_end|>\n
+# ChatML template (the shape EuroLLM-Instruct ships): bos, then <|im_start|>role\n...<|im_end|>\n
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -61,10 +61,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train-chars", type=int, default=6_000_000, help="chars sampled for training")
-    p.add_argument("--tok-chars", type=int, default=3_000_000, help="chars sampled for the tokenizer")
+    p.add_argument("--tok-chars", type=int, default=3_000_000, help="chars for the tokenizer")
     p.add_argument("--chat-fraction", type=float, default=0.15, help="share of ChatML sequences")
     p.add_argument("--eval-chunks", type=int, default=48)
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument(
+        "--card-only", action="store_true", help="re-render README.md from metrics.json and exit"
+    )
     return p.parse_args()
 
 
@@ -227,6 +230,10 @@ def chat_wrap(user: str, assistant: str) -> str:
 
 def main() -> int:
     args = parse_args()
+    if args.card_only:
+        metrics = json.loads((args.out / "metrics.json").read_text(encoding="utf-8"))
+        write_card(args.out, metrics)
+        return 0
     import numpy as np
     import sentencepiece as spm
     import torch
@@ -267,9 +274,8 @@ def main() -> int:
     eval_text = eval_path.read_text(encoding="utf-8")
     eval_ids = sp.encode(eval_text[:400_000])
     n = args.seq_len - 1
-    eval_chunks = [
-        [BOS] + eval_ids[i * n : (i + 1) * n] for i in range(min(args.eval_chunks, len(eval_ids) // n))
-    ]
+    n_eval = min(args.eval_chunks, len(eval_ids) // n)
+    eval_chunks = [[BOS, *eval_ids[i * n : (i + 1) * n]] for i in range(n_eval)]
     eval_t = torch.tensor(eval_chunks, dtype=torch.long)
 
     def evaluate(model: torch.nn.Module) -> float:
@@ -279,7 +285,8 @@ def main() -> int:
             for j in range(0, len(eval_t), 8):
                 b = eval_t[j : j + 8]
                 logits = model(b[:, :-1])
-                loss = F.cross_entropy(logits.reshape(-1, vocab), b[:, 1:].reshape(-1), reduction="sum")
+                flat = logits.reshape(-1, vocab)
+                loss = F.cross_entropy(flat, b[:, 1:].reshape(-1), reduction="sum")
                 tot += float(loss)
                 cnt += b[:, 1:].numel()
         model.train()
@@ -309,7 +316,8 @@ def main() -> int:
     def batch() -> torch.Tensor:
         rows = []
         for _ in range(args.batch):
-            src = chat_data if (len(chat_data) > args.seq_len and gen.random() < args.chat_fraction) else data
+            use_chat = len(chat_data) > args.seq_len and gen.random() < args.chat_fraction
+            src = chat_data if use_chat else data
             s = int(gen.integers(0, len(src) - args.seq_len))
             rows.append(src[s : s + args.seq_len])
         return torch.from_numpy(np.stack(rows))
@@ -357,8 +365,8 @@ def main() -> int:
         "batch": args.batch,
         "steps": args.steps,
         "tokens_seen": args.steps * args.batch * (args.seq_len - 1),
-        "train_text_tokens": int(len(data)),
-        "train_chat_tokens": int(len(chat_data)),
+        "train_text_tokens": len(data),
+        "train_chat_tokens": len(chat_data),
         "train_chars_sampled": sum(len(p) + 1 for p in paras),
         "tokenizer_seconds": round(t_tok, 1),
         "train_seconds": round(train_s, 1),
@@ -385,7 +393,7 @@ def greedy_sample(model, sp, prompt: str, n: int) -> str:  # type: ignore[no-unt
     import torch
 
     model.eval()
-    ids = [BOS] + sp.encode(prompt)
+    ids = [BOS, *sp.encode(prompt)]
     with torch.no_grad():
         for _ in range(n):
             logits = model(torch.tensor([ids[-255:]]))
@@ -476,7 +484,8 @@ def write_checkpoint(args: argparse.Namespace, model, vocab: int, sp) -> None:  
         ("special_tokens_map.json", special),
         ("tokenizer_config.json", tok_config),
     ):
-        (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+        (out / name).write_text(text, encoding="utf-8")
 
 
 def write_card(out: Path, m: dict) -> None:  # type: ignore[type-arg]
@@ -484,6 +493,7 @@ def write_card(out: Path, m: dict) -> None:  # type: ignore[type-arg]
     rows = "\n".join(
         f"| {r['step']} | {r['train_loss']:.3f} | {r['elapsed_s']:.0f} |" for r in m["loss_curve"]
     )
+    inter = m["intermediate_size"]
     card = f"""# amalia-edge demo model (pt-PT, tiny Llama)
 
 A deliberately tiny `LlamaForCausalLM` trained from scratch on European Portuguese so that
@@ -494,7 +504,7 @@ every number below was measured by that run and is also in `metrics.json`.
 | property | value |
 | --- | --- |
 | parameters | {m["parameters"]:,} |
-| layers / hidden / intermediate | {m["num_hidden_layers"]} / {m["hidden_size"]} / {m["intermediate_size"]} |
+| layers / hidden / intermediate | {m["num_hidden_layers"]} / {m["hidden_size"]} / {inter} |
 | heads / KV heads (GQA) | {m["num_attention_heads"]} / {m["num_key_value_heads"]} |
 | vocabulary | {m["vocab_size"]} SentencePiece BPE pieces, byte fallback, ChatML markers |
 | context trained | {m["seq_len"]} tokens |
@@ -524,7 +534,8 @@ On {m["eval_tokens"]:,} tokens of `pt_pt_eval.txt` (two novels never trained on)
 | this model | {m["eval_ppl_trained"]:.2f} |
 | same shape, untrained (seed init) | {m["eval_ppl_untrained"]:.1f} |
 
-Greedy continuation of «O rapaz entrou na casa e» (torch, BF16 weights before export: F32):
+Greedy continuation of «O rapaz entrou na casa e» by the trained float32 torch model (before the
+BF16 export), as the training run printed it:
 
 > {m["greedy_sample"]}
 

@@ -292,3 +292,21 @@ def test_consolidated_mistral_file_beside_hf_weights_is_ignored(tmp_path: Path) 
     ckpt = open_checkpoint(path, tokenizer=False)
     assert [h.path.name for h in ckpt.headers] == ["model.safetensors"]
     assert ckpt.read("model.norm.weight", "float32").any()
+
+
+def test_repo_id_shape() -> None:
+    from amalia_edge.checkpoint.hub import looks_like_repo_id
+
+    assert looks_like_repo_id("utter-project/EuroLLM-9B-Instruct")
+    assert looks_like_repo_id("org/name@v1.0")
+    for not_repo in ("./org/name", "/abs/path", "a/b/c", "name", "tests"):
+        assert not looks_like_repo_id(not_repo), not_repo
+
+
+def test_single_snapshot_without_refs(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    snap = _fake_hub(tmp_path, "org/only", tiny_checkpoint, commit="b" * 40)
+    shutil.rmtree(tmp_path / "models--org--only" / "refs")
+    assert open_checkpoint("org/only").path == snap

@@ -19,6 +19,13 @@ CTX = 64  # small chunks keep the numpy reference pass fast
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread() -> None:
+    from tests.test_demo_model import _single_thread_blas
+
+    _single_thread_blas()
+
+
 @pytest.fixture(scope="module")
 def demo():  # type: ignore[no-untyped-def]
     return open_checkpoint(DEMO)
@@ -89,7 +96,9 @@ def test_attn_q_sums_match_an_independent_computation(demo, calib: Path, imx_pat
     np.testing.assert_allclose(imx.data["blk.0.attn_k.weight"], imx.data["blk.0.attn_q.weight"])
 
 
-def test_reused_when_unchanged_and_recomputed_when_calibration_changes(demo, calib: Path, imx_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reused_when_unchanged_and_recomputed_when_calibration_changes(
+    demo, calib: Path, imx_path: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     before = imx_path.stat().st_mtime_ns
     again = im.ensure_imatrix(demo, imx_path.parent, calib, ctx=CTX)
     assert again == imx_path and again.stat().st_mtime_ns == before
@@ -106,7 +115,9 @@ def test_reused_when_unchanged_and_recomputed_when_calibration_changes(demo, cal
     assert not [p for p in out.iterdir() if p.name.startswith(".amalia-tmp-")]
 
 
-def test_validates_against_its_model_and_refuses_another(demo, imx_path: Path, make_checkpoint) -> None:  # type: ignore[no-untyped-def]
+def test_validates_against_its_model_and_refuses_another(
+    demo, imx_path: Path, make_checkpoint
+) -> None:  # type: ignore[no-untyped-def]
     im.validate_imatrix(imx_path, demo)
     other = open_checkpoint(make_checkpoint(intermediate_size=512, num_hidden_layers=2))
     imx = im.load_imatrix(imx_path)
@@ -127,7 +138,7 @@ def test_bad_calibration_text_is_refused_with_the_fix(demo, tmp_path: Path) -> N
         im.ensure_imatrix(demo, tmp_path, empty, ctx=CTX)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("Olá, coração de Lisboa!".encode("latin-1"))
-    with pytest.raises(ImatrixError, match="not UTF-8.*iconv"):
+    with pytest.raises(ImatrixError, match=r"not UTF-8.*iconv"):
         im.ensure_imatrix(demo, tmp_path, latin1, ctx=CTX)
     short = tmp_path / "short.txt"
     short.write_text("Bom dia, como está?", encoding="utf-8")
@@ -153,4 +164,6 @@ def test_llama_cpp_quantizer_accepts_it(demo, imx_path: Path, tmp_path: Path) ->
     import gguf
 
     r = gguf.GGUFReader(dst)
-    assert r.fields["quantize.imatrix.entries_count"].contents() == 7 * demo.config.num_hidden_layers
+    assert (
+        r.fields["quantize.imatrix.entries_count"].contents() == 7 * demo.config.num_hidden_layers
+    )

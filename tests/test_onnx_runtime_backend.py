@@ -67,14 +67,14 @@ def test_reset_starts_a_fresh_cache(fp32_graph: Path) -> None:
 
 def test_gpu_providers_are_not_requested_without_a_gpu() -> None:
     listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    no_gpu = SimpleNamespace(has_cuda=False, cuda_cc=None)
+    no_gpu: Any = SimpleNamespace(has_cuda=False, cuda_cc=None)
     chosen, reasons = onnxrt.choose_providers(listed, no_gpu, None)
     assert chosen == ["CPUExecutionProvider"]
     assert all("no GPU" in r for r in reasons) and len(reasons) == 2
 
 
 def test_providers_are_ordered_tensorrt_cuda_cpu_on_a_gpu() -> None:
-    orin = SimpleNamespace(has_cuda=True, cuda_cc="8.7")
+    orin: Any = SimpleNamespace(has_cuda=True, cuda_cc="8.7")
     listed = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
     assert onnxrt.choose_providers(listed, orin, None)[0] == list(onnxrt.PROVIDER_ORDER)
     assert onnxrt.choose_providers(listed, orin, False)[0] == ["CPUExecutionProvider"]
@@ -96,7 +96,8 @@ def test_tensorrt_provider_options_carry_the_profile_and_caches(tmp_path: Path) 
 
 
 def test_probe_reports_cpu_here_and_never_claims_a_gpu_it_lacks() -> None:
-    av = onnxrt.OnnxRuntimeBackend().probe(SimpleNamespace(has_cuda=False, cuda_cc=None))
+    cpu_box: Any = SimpleNamespace(has_cuda=False, cuda_cc=None)
+    av = onnxrt.OnnxRuntimeBackend().probe(cpu_box)
     assert av.ok and "CPU only" in av.reason
     assert av.details["providers_requested"] == ["CPUExecutionProvider"]
     assert av.details["providers"] == ["CPUExecutionProvider"]

@@ -266,8 +266,8 @@ CASES: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_transformers(make_checkpoint: Callable[..., Path], case: str) -> None:
     """Against Hugging Face's own LlamaForCausalLM (skipped where torch/transformers are absent)."""
+    transformers = pytest.importorskip("transformers")  # first: it is the usual one missing
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     st_torch = pytest.importorskip("safetensors.torch")
     path = make_checkpoint(**CASES[case])
     cfg = json.loads((path / "config.json").read_text())

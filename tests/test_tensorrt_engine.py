@@ -296,7 +296,8 @@ def test_backend_is_skipped_with_the_reason_when_tensorrt_is_missing() -> None:
         pytest.skip("TensorRT is installed here")
     from amalia_edge.runtime.backends.tensorrt import TensorRTBackend
 
-    av = TensorRTBackend().probe(SimpleNamespace(has_cuda=True, cuda_cc="8.7"))
+    orin: Any = SimpleNamespace(has_cuda=True, cuda_cc="8.7")
+    av = TensorRTBackend().probe(orin)
     assert not av.ok and "TensorRT is not installed" in av.reason
     assert av.install_hint is not None and "JetPack" in av.install_hint
 

@@ -81,7 +81,7 @@ class FakeContext:
         dt = self.engine.dtypes[name]
         n = int(np.prod(shape)) * dt.itemsize
         raw = (ctypes.c_uint8 * max(n, 1)).from_address(self.addr[name])
-        return np.frombuffer(raw, dtype=np.uint8, count=n).view(dt).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=np.uint8, count=n).view(dt).reshape(shape)
 
     def execute_async_v3(self, stream: int) -> bool:
         self.calls += 1
@@ -209,3 +209,69 @@ def test_context_past_the_engine_profile_is_a_clear_error(stepper: Any) -> None:
 
     with pytest.raises(BackendError, match="prefill chunk"):
         st.step(IDS[:5], 0)
+
+
+# --- the whole backend: load (engine built on first use) → stream, with the same fakes
+
+
+@pytest.mark.slow
+def test_backend_load_builds_on_first_use_and_streams_like_onnxruntime(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("llama_cpp")
+    from amalia_edge.convert.pipeline import quantize
+    from amalia_edge.runtime import registry
+    from amalia_edge.runtime.artifacts import resolve_model
+    from amalia_edge.runtime.backend import LoadOptions
+    from amalia_edge.runtime.events import Finished, Started
+    from amalia_edge.runtime.sampling import SamplingParams
+
+    quantize(
+        tiny_checkpoint, tmp_path, ["F32"], imatrix="none", onnx_types=("fp16",), progress=False
+    )
+    engines: list[FakeEngine] = []
+    cud = FakeCudart()
+    gpu = trt_mod.GpuIdentity("Fake GPU", "8.7")
+    builds: list[trt_mod.EngineKey] = []
+
+    def fake_build(
+        onnx_path: Path, sha: str, info: Any, profile: Any, cache: Path, **kw: Any
+    ) -> tuple[trt_mod.EngineMeta, Path]:
+        key = trt_mod.EngineKey(
+            gpu.name, gpu.compute_capability, "10.3.0", sha, info.precision, profile
+        )
+        builds.append(key)
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"{key.digest()}.engine"
+        path.write_bytes(str(onnx_path).encode())
+        meta = trt_mod.EngineMeta(
+            key, path.name, path.stat().st_size, "", onnx_path.name, 1, 1.0, time.time()
+        )
+        (cache / f"{key.digest()}.json").write_text(json.dumps(meta.to_dict()))
+        return meta, path
+
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: fake_trt(engines))
+    monkeypatch.setattr(trt_mod, "import_cudart", lambda: cud)
+    monkeypatch.setattr(trt_mod, "current_gpu", lambda device=0: gpu)
+    monkeypatch.setattr(trt_mod, "build_engine", fake_build)
+
+    art = next(a for a in resolve_model(tmp_path).artifacts if a.kind == "onnx")
+    greedy = SamplingParams(temperature=0.0)
+    trt_sess = registry.get("tensorrt").load(art, 128, LoadOptions(n_batch=16))
+    ort_sess = registry.get("onnxruntime").load(art, 128, LoadOptions(gpu=False, n_batch=16))
+    try:
+        ids = trt_sess.tokenize("A Torre de Belém fica em Lisboa, junto ao rio Tejo")
+        a = list(trt_sess.stream(ids, sampling=greedy, max_tokens=24))
+        b = list(ort_sess.stream(ids, sampling=greedy, max_tokens=24))
+    finally:
+        trt_sess.close()
+        ort_sess.close()
+    assert isinstance(a[0], Started) and a[0].backend == "tensorrt"
+    fa, fb = a[-1], b[-1]
+    assert isinstance(fa, Finished) and isinstance(fb, Finished) and fa.error is None
+    assert fa.token_ids == fb.token_ids and fa.text == fb.text
+    assert len(builds) == 1 and builds[0].profile == trt_mod.EngineProfile(128, 16)
+    assert cud.live == {}
+    # second load: the cached engine is reused, nothing is built
+    registry.get("tensorrt").load(art, 64, LoadOptions(n_batch=16)).close()
+    assert len(builds) == 1

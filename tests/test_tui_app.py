@@ -27,7 +27,7 @@ import pytest
 
 from amalia_edge.runtime.events import Event, TokenEvent
 from amalia_edge.tui import model as model_mod
-from amalia_edge.tui.app import ChatApp
+from amalia_edge.tui.app import ChatApp, default_monitor
 from amalia_edge.tui.history import HistoryStore
 from amalia_edge.tui.model import LoadedModel
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
@@ -92,7 +92,7 @@ class RecordingApp(ChatApp):
         super().__init__(*args, **kw)
         self.notes: list[tuple[str, str]] = []
 
-    def notify(self, message: str, *, severity: Any = "information", **kw: Any) -> None:  # type: ignore[override]
+    def notify(self, message: str, *, severity: Any = "information", **kw: Any) -> None:
         self.notes.append((str(message), str(severity)))
         super().notify(message, severity=severity, **kw)
 
@@ -100,10 +100,10 @@ class RecordingApp(ChatApp):
 def make_app(tmp_path: Path, model: Path | str, *, delay: float = 0.0, **kw: Any) -> RecordingApp:
     kw.setdefault("loader", real_loader(delay))
     kw.setdefault("settings", GREEDY)
+    kw.setdefault("monitor", None)
     return RecordingApp(
         ModelSpec(str(model), n_ctx=kw.pop("n_ctx", 512)),
         store=HistoryStore(tmp_path / "history"),
-        monitor=None,
         export_dir=tmp_path,
         **kw,
     )
@@ -137,7 +137,7 @@ async def test_message_streams_token_by_token_and_is_saved(
         original(self, fragment)
 
     monkeypatch.setattr(MessageView, "append", spy)
-    app = make_app(tmp_path, gguf, delay=0.02)
+    app = make_app(tmp_path, gguf, delay=0.02, monitor=default_monitor)  # real telemetry
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         assert app.loaded is not None and app.loaded.backend == "llama.cpp"
@@ -158,6 +158,7 @@ async def test_message_streams_token_by_token_and_is_saved(
         assert panel.state == "idle" and panel.decode_tps and panel.ttft is not None
         assert panel.ctx_used == stats["prompt_tokens"] + stats["completion_tokens"]
         assert panel.n_ctx == 512 and panel.spark
+        assert panel.rss is not None and panel.rss > 0  # from the real system sampler
 
 
 @aio

@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
+from amalia_edge.runtime.events import (
+    Event,
+    Finished,
+    FinishReason,
+    PromptProcessed,
+    Started,
+    TokenEvent,
+)
 from amalia_edge.tui.app import ChatApp
 from amalia_edge.tui.history import ChatMessage, HistoryStore
 from amalia_edge.tui.model import LoadedModel
@@ -67,7 +74,7 @@ class ScriptedModel:
         yield Started("llama.cpp", "demo-Q4_K_M.gguf", self.prompt_tokens, self.n_ctx, t0)
         yield PromptProcessed(self.prompt_tokens, 0.25, t0 + 0.25)
         out: list[str] = []
-        reason = "length"
+        reason: FinishReason = "length"
         for i, piece in enumerate(self.pieces[:max_tokens]):
             if cancel is not None and cancel.is_set():
                 reason = "cancelled"
@@ -204,6 +211,7 @@ def test_history_screen(
     ):
         conv = store.new(system="És útil.")
         t = 1_790_000_000 + 3600 * i
+        conv.created = t  # the meta record is written with the first message
         conv.append(ChatMessage("user", question, t=t))
         conv.append(ChatMessage("assistant", "…", t=t + 5))
         os.utime(conv.path, (t + 5, t + 5))

@@ -145,6 +145,10 @@ class Manifest:
         """Write ``directory/manifest.json`` atomically; return its path."""
         path = Path(directory) / MANIFEST_NAME
         atomic_write_json(path, self.to_dict())
+        # The temporary file atomic_write_json renames is created 0600; others read manifests.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
         return path
 
     @classmethod

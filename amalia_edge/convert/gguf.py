@@ -86,26 +86,27 @@ def llama3_rope_factors(config: Any) -> np.ndarray[Any, Any]:
 
     Same formula as convert_hf_to_gguf.py ``LlamaModel.generate_extra_tensors``.
     """
+    f32 = np.float32
     rs = config.rope_scaling or {}
     dim = config.head_dim
-    base = config.rope_theta
-    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    # float32 throughout, as the torch original: the factors then match it to the last bit.
+    freqs = f32(1.0) / (f32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=f32) / f32(dim)))
     factor = float(rs.get("factor", 8.0))
     low = float(rs.get("low_freq_factor", 1.0))
     high = float(rs.get("high_freq_factor", 4.0))
     old_ctx = float(rs.get("original_max_position_embeddings", 8192))
     low_wavelen = old_ctx / low
     high_wavelen = old_ctx / high
-    out = []
+    out: list[Any] = []
     for freq in freqs:
-        wavelen = 2 * math.pi / float(freq)
+        wavelen = f32(2 * math.pi) / freq
         if wavelen < high_wavelen:
             out.append(1.0)
         elif wavelen > low_wavelen:
             out.append(factor)
         else:
-            smooth = (old_ctx / wavelen - low) / (high - low)
-            out.append(1.0 / ((1 - smooth) / factor + smooth))
+            smooth = (f32(old_ctx) / wavelen - f32(low)) / f32(high - low)
+            out.append(f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth))
     return np.asarray(out, dtype=np.float32)
 
 
@@ -149,7 +150,10 @@ def plan(ckpt: Checkpoint, out_type: str) -> list[_Planned]:
                 data=factors,
             )
         )
-    for hf_name, info in ckpt.tensor_infos.items():
+    # weight_names(): the validated model tensors in file and offset order (sequential reads);
+    # extras the reader already warned about are left out, as it says.
+    for hf_name in ckpt.weight_names():
+        info = ckpt.tensor_infos[hf_name]
         name = tensor_names.gguf_name(spec, hf_name)
         if name is None:
             continue

@@ -66,7 +66,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "stats.memory": ("Memória", "Memory"),
     "stats.temp": ("Temp.", "Temp"),
     "stats.spark": ("tok/s na resposta", "tok/s over reply"),
-    "stats.none": ("—", "—"),
+    "stats.state": ("Estado", "State"),
     "stats.state.idle": ("pronto", "ready"),
     "stats.state.loading": ("a carregar…", "loading…"),
     "stats.state.generating": ("a gerar…", "generating…"),

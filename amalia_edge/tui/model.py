@@ -71,24 +71,38 @@ def load(spec: ModelSpec) -> LoadedModel:
     return describe(model, spec)
 
 
-# Where a MODEL-less `amalia-edge chat` looks, in order: the bundled demo model's artifacts,
-# then what `make demo` / `amalia-edge quantize --out demo-artifacts` writes in the cwd.
+# Where a MODEL-less `amalia-edge chat` looks, in order: artifacts shipped beside the bundled
+# demo model, then what `make demo` (`amalia-edge quantize --out demo-artifacts`) writes in
+# the current directory. Failing both, the bundled demo checkpoint is converted once into
+# the user cache (DEMO_CACHE_TYPE needs no llama.cpp quantizer; the demo model is small).
 DEMO_DIRS = (Path(__file__).resolve().parents[1] / "data" / "demo", Path("demo-artifacts"))
+DEMO_CACHE_TYPE = "Q8_0"
 
 
 def resolve_model(model: str | None) -> str | Path:
-    """``model`` itself, or for ``None`` the first demo directory that holds something to run."""
+    """``model`` itself, or for ``None`` the demo model's artifacts (converted on first use).
+
+    Slow the first time (conversion): call it from a worker thread, as :func:`load` is.
+    """
     if model is not None:
         return model
     for d in DEMO_DIRS:
         if (d / "manifest.json").is_file() or any(d.glob("*.gguf")):
             return d
-    raise ArtifactError(
-        "no MODEL given and no demo model found "
-        f"(looked in {', '.join(str(d) for d in DEMO_DIRS)})",
-        fix="run `amalia-edge quantize --out demo-artifacts` first, or pass a GGUF or "
-        "artifacts directory (F4 in the chat)",
-    )
+    if not (DEMO_DIRS[0] / "config.json").is_file():
+        raise ArtifactError(
+            "no MODEL given and the bundled demo model is missing "
+            f"(looked in {', '.join(str(d) for d in DEMO_DIRS)})",
+            fix="pass a GGUF file or an artifacts directory (F4 in the chat)",
+        )
+    import platformdirs
+
+    from amalia_edge.convert.pipeline import quantize
+
+    out = Path(platformdirs.user_cache_dir("amalia-edge", appauthor=False)) / "demo-artifacts"
+    # quantize() reuses what is already there and up to date, so this is cheap after once.
+    quantize(None, out, [DEMO_CACHE_TYPE], imatrix="none", progress=False)
+    return out
 
 
 def describe(model: Model, spec: ModelSpec) -> LoadedModel:

@@ -23,12 +23,16 @@ SPARK_PERIOD = 0.25  # seconds of decode per sparkline sample
 
 
 class SnapshotLike(Protocol):
-    """What the panel reads from ``amalia_edge.telemetry`` snapshots."""
+    """What the panel reads from ``amalia_edge.telemetry`` snapshots (read-only)."""
 
-    power_w: float | None
-    mem_used: int | None
-    rss: int | None
-    temps: Mapping[str, float]
+    @property
+    def power_w(self) -> float | None: ...
+    @property
+    def mem_used(self) -> int | None: ...
+    @property
+    def rss(self) -> int | None: ...
+    @property
+    def temps(self) -> Mapping[str, float]: ...
 
 
 @dataclass(frozen=True)

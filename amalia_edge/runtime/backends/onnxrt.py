@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -481,13 +480,6 @@ class OrtStepper:
         return np.asarray(logits[0, -1], dtype=np.float32)
 
 
-@dataclass
-class _Loaded:
-    tok: Tokenizer
-    stepper: Stepper
-    providers: list[str]
-
-
 class OnnxRuntimeSession(BackendSession):
     """A loaded ONNX model; see module docstring."""
 
@@ -618,8 +610,8 @@ class OnnxRuntimeBackend(Backend):
     def decode_bytes_per_token(self, artifact: Artifact, n_ctx: int) -> int:
         m = _graph_meta(artifact)
         kv_half = kv_cache_bytes(m["n_layers"], m["n_kv"], m["head_dim"], n_ctx // 2, m["kv_type"])
-        # read past + write present, and every weight once (the embedding table is gathered,
-        # the separate output head is read in full)
+        # read past + write present, and every weight byte once (an upper bound: only the
+        # looked-up rows of the embedding table are read)
         return weight_bytes(artifact) + 2 * kv_half
 
     def load(

@@ -21,7 +21,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label
+from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
@@ -118,7 +118,7 @@ class ChatScreen(Screen[None]):
         messages.clear()
         conv = self.chat_app.conversation
         if not conv.messages:
-            messages.mount(Label(self.chat_app.msgs("chat.empty"), id="empty-hint"))
+            messages.mount(Static(self.chat_app.msgs("chat.empty"), id="empty-hint"))
         for m in conv.messages:
             self._add_view(m.role, m.content)
 
@@ -275,7 +275,7 @@ class ChatScreen(Screen[None]):
                 tracker.feed(event)
                 if isinstance(event, TokenEvent):
                     pending.append(event.text)
-                    if event.index == 0 or event.t - last_flush >= FLUSH_INTERVAL:
+                    if event.index == 0 or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
                         flush()
                 elif isinstance(event, (Started, PromptProcessed)):
                     flush()

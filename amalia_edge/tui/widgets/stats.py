@@ -51,7 +51,7 @@ class StatsPanel(Vertical):
         if s.mem_used is not None:
             mem += f" / {fmt_bytes(s.mem_used)}"
         rows = (
-            ("", state),
+            (m("stats.state"), state),
             (m("stats.backend"), s.backend or "—"),
             (m("stats.quant"), s.quant or "—"),
             (m("stats.prompt_tps"), fmt_rate(s.prompt_tps)),

@@ -1,0 +1,76 @@
+"""The TUI's seam to the runtime: MODEL resolution and the "why this backend" lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from amalia_edge.errors import ArtifactError
+from amalia_edge.runtime.artifacts import Artifact
+from amalia_edge.runtime.chat import Message
+from amalia_edge.runtime.sampling import SamplingParams
+from amalia_edge.runtime.selection import BackendStatus, Candidate, Selection
+from amalia_edge.tui import model as model_mod
+from amalia_edge.tui.history import ChatMessage
+from amalia_edge.tui.settings import ChatSettings, ModelSpec
+
+
+def _artifact(kind: str, quant: str) -> Artifact:
+    return Artifact(kind=kind, quant=quant, path=Path(f"/m/{quant}.{kind}"), size=1)
+
+
+def test_explain_selection_lists_chosen_rejected_and_missing_backends() -> None:
+    chosen = Candidate("llama.cpp", _artifact("gguf", "Q4_K_M"), "chosen", ["fits: 5.1 of 60 GiB"])
+    other = Candidate("llama.cpp", _artifact("gguf", "F16"), "ok", ["slower: 2.1 tok/s est."])
+    failed = Candidate("onnxruntime", _artifact("onnx", "int4"), "failed", ["load failed: boom"])
+    sel = Selection(
+        candidates=[chosen, other, failed],
+        backends=[
+            BackendStatus("llama.cpp", True, "installed"),
+            BackendStatus("tensorrt", False, "no TensorRT", install_hint="run jetson/setup.sh"),
+        ],
+        n_ctx=2048,
+        bandwidth=204.8e9,
+        bandwidth_source="board table",
+        notes=["power mode MAXN"],
+    )
+    lines, rejected = model_mod.explain_selection(sel)
+    assert lines == ["llama.cpp · gguf Q4_K_M\n    fits: 5.1 of 60 GiB", "    power mode MAXN"]
+    assert rejected == [
+        "llama.cpp · gguf F16\n    slower: 2.1 tok/s est.",
+        "onnxruntime · onnx int4 [failed]\n    load failed: boom",
+        "tensorrt: no TensorRT (run jetson/setup.sh)",
+    ]
+    assert model_mod.explain_selection(None) == ([], [])
+
+
+def test_resolve_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert model_mod.resolve_model("x.gguf") == "x.gguf"
+    bundled, local = tmp_path / "bundled", tmp_path / "demo-artifacts"
+    monkeypatch.setattr(model_mod, "DEMO_DIRS", (bundled, local))
+    with pytest.raises(ArtifactError, match="demo model is missing"):
+        model_mod.resolve_model(None)
+    local.mkdir()
+    (local / "demo-Q8_0.gguf").write_bytes(b"GGUF")
+    assert model_mod.resolve_model(None) == local
+
+
+def test_load_failure_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="does not exist") as info:
+        model_mod.load(ModelSpec(str(tmp_path / "missing.gguf")))
+    assert "\n" not in str(info.value)
+
+
+def test_request_is_system_then_history_in_runtime_types() -> None:
+    settings = ChatSettings(system="És útil.", temperature=0.2, top_p=0.9)
+    msgs = model_mod.request_messages(
+        settings, [ChatMessage("user", "Olá"), ChatMessage("assistant", "Olá!")]
+    )
+    assert msgs == [
+        Message(role="system", content="És útil."),
+        Message(role="user", content="Olá"),
+        Message(role="assistant", content="Olá!"),
+    ]
+    params = model_mod.sampling_params(settings)
+    assert isinstance(params, SamplingParams) and (params.temperature, params.top_p) == (0.2, 0.9)
