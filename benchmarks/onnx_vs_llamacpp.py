@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# Run from a checkout without installing: the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPT = "A Torre de Belém fica em Lisboa, junto ao rio Tejo, e"
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
@@ -21,6 +23,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: check_generation.py ARTIFACTS_DIR", file=sys.stderr)
         return 2
+    sys.path.insert(0, str(REPO))  # also works from a checkout that is not pip-installed
     from amalia_edge.device import probe
     from amalia_edge.runtime import load_model, registry
     from amalia_edge.runtime.events import Finished, Started

@@ -1,6 +1,6 @@
 """On a machine with an NVIDIA GPU and TensorRT: build the demo model's engine and check it.
 
-    python jetson/trt_check.py [--artifacts DIR] [--ctx 512] [--tokens 64]
+    python jetson/trt_check.py [--checkpoint DIR] [--artifacts DIR] [--ctx 512] [--tokens 64]
 
 1. Makes (or reuses) an artifacts directory for the bundled demo model with an F16 GGUF (for
    the tokenizer and the llama.cpp comparison) and the fp16 + fp32 ONNX exports
@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# Run from a checkout without installing: the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPT = "Olá! Em que cidade fica a Torre de Belém? Responde numa frase."
 
@@ -87,6 +90,7 @@ def _agree(a: list[int], b: list[int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=None, help="HF checkpoint (default: the demo model)")
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts-demo-trt"))
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--tokens", type=int, default=64)
@@ -94,22 +98,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from amalia_edge.convert.pipeline import quantize
     from amalia_edge.convert.tensorrt import ensure_engine
+    from amalia_edge.errors import AmaliaEdgeError
 
     report: dict[str, Any] = {"prompt": PROMPT, "ctx": args.ctx, "tokens": args.tokens}
     quantize(
-        None, args.artifacts, ["F16"], imatrix="none", onnx_types=("fp16", "fp32"), progress=False
+        args.checkpoint,
+        args.artifacts,
+        ["F16"],
+        imatrix="none",
+        onnx_types=("fp16", "fp32"),
+        progress=False,
     )
     t0 = time.perf_counter()
-    meta, engine = ensure_engine(
-        args.artifacts, "fp16", args.ctx, report=lambda m: print(m, file=sys.stderr)
-    )
-    report["engine"] = {
-        "path": str(engine),
-        "seconds_this_call": round(time.perf_counter() - t0, 1),
-        "build_seconds": round(meta.build_seconds, 1),
-        "size": meta.engine_size,
-        **meta.key.to_dict(),
-    }
+    try:
+        meta, engine = ensure_engine(
+            args.artifacts, "fp16", args.ctx, report=lambda m: print(m, file=sys.stderr)
+        )
+    except AmaliaEdgeError as exc:  # no TensorRT / no GPU: say so, run the rest anyway
+        report["engine"] = {"error": str(exc)}
+    else:
+        report["engine"] = {
+            "path": str(engine),
+            "seconds_this_call": round(time.perf_counter() - t0, 1),
+            "build_seconds": round(meta.build_seconds, 1),
+            "size": meta.engine_size,
+            **meta.key.to_dict(),
+        }
     runs = {
         "tensorrt:fp16": ("tensorrt", "fp16", None),
         "onnxruntime-cpu:fp32": ("onnxruntime", "fp32", False),

@@ -109,7 +109,7 @@ def test_generate_streams_and_json_record(
     capsys: pytest.CaptureFixture[str], tiny_gguf: dict[str, Path]
 ) -> None:
     base = ["generate", str(tiny_gguf["F16"]), "Olá, como estás?", "--temperature", "0",
-            "--max-tokens", "12", "--threads", "2", "--ctx", "512"]  # fmt: skip
+            "--max-tokens", "12", "--threads", "1", "--ctx", "512"]  # fmt: skip
     assert main(base) == 0
     streamed = capsys.readouterr().out
     assert main([*base, "--json"]) == 0
@@ -128,7 +128,7 @@ def test_explain_prints_selection_table(
     capsys: pytest.CaptureFixture[str], tiny_artifacts: Path
 ) -> None:
     argv = ["generate", str(tiny_artifacts), "Olá", "--temperature", "0", "--max-tokens", "2",
-            "--threads", "2", "--ctx", "256", "--explain"]  # fmt: skip
+            "--threads", "1", "--ctx", "256", "--explain"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     header, *rows = out.splitlines()

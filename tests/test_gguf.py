@@ -314,7 +314,8 @@ def test_llama_cpp_tokenizes_like_sentencepiece(
         want = sp.encode(text)
         got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         assert got == want, text
-        assert llm.detokenize(got).decode("utf-8") == sp.decode(want)
+        # llama-cpp-python's detokenize keeps the SPM dummy-prefix space sentencepiece drops.
+        assert llm.detokenize(got).decode("utf-8").removeprefix(" ") == sp.decode(want)
     # ChatML markers are single control tokens for llama.cpp, like the checkpoint says.
     assert llm.tokenize(b"<|im_start|>", add_bos=False, special=True) == [4]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -293,3 +294,49 @@ def test_detect_runs_on_the_jetpack_system_pythons(version, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "DETECTED_JETPACK='5.1.2'" in r.stdout or "DETECTED_JETPACK=5.1.2" in r.stdout
+
+
+def _load_check_generation():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "check_generation", JETSON / "check_generation.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_check_generation_fails_when_the_reply_ran_on_the_cpu(tiny_artifacts, capsys):
+    """Real llama.cpp (a CPU build here): setup.sh's last step must refuse it."""
+    pytest.importorskip("llama_cpp")
+    check = _load_check_generation()
+    assert check.main([str(tiny_artifacts)]) == 1
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["backend"] == "llama.cpp" and record["gpu"] is False
+    assert record["completion_tokens"] > 0
+    assert "on the CPU" in captured.err and "jetson/setup.sh" in captured.err
+
+
+@pytest.mark.slow
+def test_check_generation_accepts_gpu_offload(tiny_artifacts, capsys, monkeypatch):
+    """Same generation, with the backend's probe reporting a CUDA build (as on the Orin)."""
+    pytest.importorskip("llama_cpp")
+    from dataclasses import replace
+
+    from amalia_edge.runtime import registry
+
+    backend = registry.get("llama.cpp")
+    real_probe = backend.probe
+
+    def cuda_probe(device):
+        avail = real_probe(device)
+        return replace(avail, details={**avail.details, "gpu_offload": True})
+
+    monkeypatch.setattr(backend, "probe", cuda_probe)
+    check = _load_check_generation()
+    assert check.main([str(tiny_artifacts)]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu"] is True

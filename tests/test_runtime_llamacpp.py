@@ -25,7 +25,7 @@ from amalia_edge.runtime.backends.llamacpp import LlamaCppBackend
 from amalia_edge.runtime.events import Finished, PromptProcessed, Started, TokenEvent
 
 GREEDY = SamplingParams.greedy_params()
-OPTS = LoadOptions(n_threads=2)
+OPTS = LoadOptions(n_threads=1)
 PROMPT = "A cidade de Lisboa"
 
 
@@ -45,7 +45,7 @@ def model(f16: Path) -> Any:
 def direct(f16: Path) -> Any:
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(f16), n_ctx=512, n_threads=2, n_gpu_layers=0, verbose=False)
+    llm = llama_cpp.Llama(str(f16), n_ctx=512, n_threads=1, n_threads_batch=1, n_gpu_layers=0, verbose=False)
     yield llm
     llm.close()
 

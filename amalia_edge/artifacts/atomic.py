@@ -68,7 +68,9 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
         raise os_error_message(exc, target) from None
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        encoding = None if "b" in mode else "utf-8"
+        fh: IO[Any]
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

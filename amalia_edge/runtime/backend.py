@@ -283,7 +283,7 @@ class EventBuilder:
         self.prompt_tokens = len(prompt_ids)
         self._stop = tuple(s for s in stop if s)
         self._piece = piece
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._emitted: list[str] = []
         self._pending = ""  # decoded text not yet emitted (a possible stop-string prefix)
         self._ids: list[int] = []
