@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", default=None, help="existing artifacts dir (skip conversion)")
     ap.add_argument("--types", default="F16,Q8_0,Q4_K_M", help="GGUF quant types")
     ap.add_argument("--backend", default="llama.cpp", help="comma list of backends")
-    ap.add_argument("-p", "--n-prompt", type=int, default=256)
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)  # demo trained on 256
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--pg", default="pp64+tg32", help="combined test for TTFT/ITL ('' to skip)")
     ap.add_argument("-r", "--repetitions", type=int, default=5)

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=128, help="max tokens per reply (128)")
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--backend", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="decode threads (default: cores)")
     ap.add_argument("--size", default="120x40", help="terminal size of the app (120x40)")
     args = ap.parse_args(argv)
     if not args.model and not args.demo:
@@ -65,7 +66,7 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
     from amalia_edge.tui.history import ChatMessage, HistoryStore
     from amalia_edge.tui.settings import ChatSettings, ModelSpec
 
-    spec = ModelSpec(model_path, backend=args.backend, n_ctx=args.ctx)
+    spec = ModelSpec(model_path, backend=args.backend, n_ctx=args.ctx, threads=args.threads)
     loaded = model_mod.load(spec)
     settings = ChatSettings(
         system="És um assistente prestável.", temperature=0.0, top_p=1.0, max_tokens=args.tokens
@@ -124,6 +125,7 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
     spread = statistics.pstdev(without) / statistics.fmean(without)
     print(f"model: {model_path}  backend: {loaded.backend}  quant: {loaded.quant}")
     print(f"reply tokens: {sorted(tokens)}  terminal: {args.size} (headless Pilot, rendered)")
+    print(f"decode threads: {args.threads or 'backend default'}")
     print(f"decode tokens/s headless: median {a:.2f} (n={len(without)}, cv {spread:.1%})")
     print(f"decode tokens/s in TUI:   median {b:.2f} (n={len(with_ui)})")
     print(f"ratio TUI/headless: {b / a:.4f}  (target >= 0.95)")

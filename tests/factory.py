@@ -20,6 +20,7 @@ Trained tokenizers are cached per process (they depend only on their parameters)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -407,6 +408,17 @@ def build_checkpoint(out: Path, spec: Spec | None = None, **kw: Any) -> Path:
             total += math.prod(shape) * (4 if dtype == "F32" else 2)
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return out
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """(size, mtime_ns, sha256) of every file under ``root``: proof a source was not touched."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, digest)
     return out
 
 

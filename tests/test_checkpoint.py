@@ -310,3 +310,27 @@ def test_single_snapshot_without_refs(
     snap = _fake_hub(tmp_path, "org/only", tiny_checkpoint, commit="b" * 40)
     shutil.rmtree(tmp_path / "models--org--only" / "refs")
     assert open_checkpoint("org/only").path == snap
+
+
+def test_reads_in_pieces_when_tensor_exceeds_one_read(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amalia_edge.checkpoint import safetensors as st
+
+    ckpt = open_checkpoint(tiny_checkpoint, tokenizer=False)
+    want = ckpt.read("lm_head.weight")
+    monkeypatch.setattr(st, "_READ_CHUNK", 4097)  # Linux caps one read at ~2 GiB; emulate it
+    np.testing.assert_array_equal(ckpt.read("lm_head.weight"), want)
+
+
+def test_using_a_checkpoint_leaves_it_untouched(make_checkpoint: Callable[..., Path]) -> None:
+    from amalia_edge.reference import ReferenceModel
+
+    path = make_checkpoint(dtype="BF16", shards=3)
+    before = factory.snapshot_tree(path)
+    ckpt = open_checkpoint(path)
+    for name in ckpt.weight_names():
+        ckpt.read(name, "float32")
+    ckpt.fingerprint()
+    ReferenceModel(ckpt).logits([1, 2, 3])
+    assert factory.snapshot_tree(path) == before

@@ -3,7 +3,6 @@ and leaves the source exactly as it was."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import struct
@@ -19,30 +18,16 @@ from amalia_edge.errors import CheckpointError, UnsupportedArchitectureError
 from tests import factory
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """(size, mtime_ns, sha256) of every file under ``root``."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            out[str(p.relative_to(root))] = (
-                st.st_size,
-                st.st_mtime_ns,
-                hashlib.sha256(p.read_bytes()).hexdigest(),
-            )
-    return out
-
-
 def _expect_error(
     source: Path, match: str, exc: type[CheckpointError] = CheckpointError
 ) -> CheckpointError:
     root = source if source.is_dir() else source.parent
-    before = _snapshot(root)
+    before = factory.snapshot_tree(root)
     with pytest.raises(exc, match=match) as info:
         open_checkpoint(source)
     assert "\n" not in str(info.value), "errors must be one line"
     assert info.value.fix, "errors must say how to fix them"
-    assert _snapshot(root) == before, "the source was modified"
+    assert factory.snapshot_tree(root) == before, "the source was modified"
     return info.value
 
 

@@ -124,18 +124,14 @@ def test_bpe_vocab(make_checkpoint: Callable[..., Path]) -> None:
         assert got == tok.encode(text, add_special_tokens=False).ids, text
 
 
-def test_spm_vocab_reproduces_sentencepiece_in_llama_cpp(
-    tiny_checkpoint: Path, tmp_path: Path
-) -> None:
-    """llama.cpp, given only our vocab arrays, tokenizes pt-PT text like sentencepiece."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+def _vocab_only_gguf(ckpt_dir: Path, out: Path) -> Path:
+    """A GGUF holding only our tokenizer arrays (plus the shape keys llama.cpp insists on),
+    written with gguf-py directly, so these tests depend on nothing but the Vocab."""
     import gguf
     import numpy as np
-    import sentencepiece as spm
 
-    ckpt = open_checkpoint(tiny_checkpoint)
+    ckpt = open_checkpoint(ckpt_dir)
     v, c = ckpt.vocab, ckpt.config
-    out = tmp_path / "vocab.gguf"
     w = gguf.GGUFWriter(str(out), "llama")
     w.add_block_count(1)
     w.add_context_length(256)
@@ -147,15 +143,16 @@ def test_spm_vocab_reproduces_sentencepiece_in_llama_cpp(
     w.add_tokenizer_model(v.model)
     w.add_tokenizer_pre(v.pre)
     w.add_token_list(v.tokens)
-    assert v.scores is not None
-    w.add_token_scores(v.scores)
+    if v.scores is not None:
+        w.add_token_scores(v.scores)
     w.add_token_types(v.token_types)
+    if v.merges:
+        w.add_token_merges(v.merges)
     for kind, tid in v.special_ids.items():
         getattr(w, f"add_{kind}_token_id")(tid)
     for kind, flag in v.add_special.items():
         getattr(w, f"add_add_{kind}_token")(flag)
-    h, ff = c.hidden_size, c.intermediate_size
-    hd = c.head_dim
+    h, ff, hd = c.hidden_size, c.intermediate_size, c.head_dim
     shapes = {
         "token_embd.weight": (c.vocab_size, h),
         "output_norm.weight": (h,),
@@ -176,11 +173,44 @@ def test_spm_vocab_reproduces_sentencepiece_in_llama_cpp(
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return out
 
-    sp = spm.SentencePieceProcessor(model_file=str(tiny_checkpoint / "tokenizer.model"))
-    llm = llama_cpp.Llama(str(out), vocab_only=True, verbose=False)
+
+def _texts() -> list[str]:
+    # held-out text is fine here: nothing is trained on it, it only exercises the tokenizer
     lines = factory.corpus_lines(20_000, factory.CORPUS_DIR / "pt_pt_eval.txt")[:40]
-    for text in [PT_TEXT, "  espaços  duplos\te tab", "Ñ ü € 😀 〜", *lines]:
+    return [PT_TEXT, "  espaços  duplos\te tab\n\nnova linha", "Ñ ü € 😀 〜 ½", *lines]
+
+
+def test_spm_vocab_reproduces_sentencepiece_in_llama_cpp(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """llama.cpp, given only our vocab arrays, tokenizes pt-PT text like sentencepiece."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import sentencepiece as spm
+
+    gguf_path = _vocab_only_gguf(tiny_checkpoint, tmp_path / "vocab.gguf")
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_checkpoint / "tokenizer.model"))
+    llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
+    for text in _texts():
         want = [1, *sp.encode(text)]
-        got = llm.tokenize(text.encode(), add_bos=True, special=False)
-        assert got == want, text
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == want, text
+    # ChatML markers are control tokens: parsed only when special tokens are allowed
+    assert llm.tokenize(b"<|im_start|>user", add_bos=False, special=True)[0] == 4
+
+
+def test_bpe_vocab_reproduces_tokenizers_in_llama_cpp(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """llama.cpp with our gpt2 vocab, merges and pre-tokenizer name tokenizes like HF."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tokenizers import Tokenizer
+
+    path = make_checkpoint(tokenizer="bpe")
+    gguf_path = _vocab_only_gguf(path, tmp_path / "vocab.gguf")
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
+    for text in _texts():
+        want = tok.encode(text).ids  # the post-processor adds <|begin_of_text|>
+        assert want[0] == 0
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == want, text

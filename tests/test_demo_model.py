@@ -61,7 +61,8 @@ def test_is_a_llama_with_k_quant_friendly_shapes_and_chatml(demo) -> None:  # ty
     assert c.num_key_value_heads < c.num_attention_heads  # GQA
     assert 4000 <= c.vocab_size <= 8192
     v = demo.vocab
-    assert (v.unk_id, v.bos_id, v.eos_id, v.pad_id) == (0, 1, 2, 3)
+    assert (v.bos_id, v.eos_id, v.pad_id) == (1, 2, 3)
+    assert v.tokens[0] == b"<unk>"
     im_end = v.token_id("<|im_end|>")
     assert v.token_id("<|im_start|>") is not None and im_end is not None
     assert v.chat_eos_id == im_end

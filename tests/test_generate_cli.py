@@ -139,3 +139,23 @@ def test_explain_prints_selection_table(
     rec = json.loads(capsys.readouterr().out)
     assert rec["selection"]["chosen"]["status"] == "chosen"
     assert len(rec["selection"]["candidates"]) >= 4
+
+
+@needs_llama
+def test_raw_prompt_from_stdin_matches_library(
+    capsys: pytest.CaptureFixture[str], tiny_gguf: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("A cidade de Lisboa"))
+    argv = ["generate", str(tiny_gguf["F16"]), "-", "--raw", "--temperature", "0",
+            "--max-tokens", "10", "--threads", "1", "--ctx", "256", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rec = json.loads(capsys.readouterr().out)
+    with load_model(tiny_gguf["F16"], n_ctx=256, options=LoadOptions(n_threads=1)) as m:
+        fin = m.generate(
+            "A cidade de Lisboa", sampling=SamplingParams.greedy_params(), max_tokens=10
+        )
+    assert rec["text"] == fin.text and rec["completion_tokens"] == fin.completion_tokens

@@ -52,6 +52,7 @@ def report(artifacts: Path, eval_file: Path) -> q.QualityReport:
     return q.measure_quality(artifacts, eval_file, ctx=CTX, chunks=CHUNKS, threads=THREADS)
 
 
+@pytest.mark.slow
 def test_f32_against_itself_is_zero(artifacts: Path, eval_file: Path) -> None:
     ref = next(artifacts.glob("*F32*.gguf"))
     rep = q.compare_models(ref, [("copy", ref)], eval_file, ctx=CTX, chunks=2, threads=THREADS)
@@ -62,6 +63,7 @@ def test_f32_against_itself_is_zero(artifacts: Path, eval_file: Path) -> None:
     assert base.tokens == 2 * (CTX - 1 - CTX // 2)  # second half of each chunk, as llama.cpp
 
 
+@pytest.mark.slow
 def test_kld_grows_as_bits_fall(report: q.QualityReport) -> None:
     rows = {r.quant.upper(): r for r in report.rows}
     assert report.reference == "F32" and rows["F32"].kld_mean == 0.0

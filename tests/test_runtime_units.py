@@ -305,3 +305,13 @@ def test_context_policy_errors_when_last_message_cannot_fit() -> None:
     msgs = [Message("system", "s"), Message("user", "palavra " * 100)]
     with pytest.raises(ContextOverflowError, match=r"needs .* prompt tokens .* context holds 50"):
         _fit(msgs, n_ctx=50)
+
+
+def test_public_names_resolve_lazily() -> None:
+    import amalia_edge.runtime as rt
+
+    assert sorted(rt.__all__) == sorted(rt._EXPORTS)
+    for name in rt.__all__:
+        assert getattr(rt, name) is not None
+    with pytest.raises(AttributeError):
+        _ = rt.no_such_name

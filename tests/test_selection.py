@@ -363,3 +363,23 @@ def test_stream_chat_uses_template_and_system_prompt(fake_dir: Path) -> None:
             )
     finally:
         registry.unregister("fake-a")
+
+
+def test_gpu_backend_on_discrete_gpu_is_checked_against_free_vram() -> None:
+    from amalia_edge.device import GpuInfo
+
+    gpu = GpuInfo("RTX 4060", memory_total=8 * GiB, memory_free=7 * GiB)
+    dev = DeviceInfo(
+        is_jetson=False, arch="x86_64", mem_total=128 * GiB, mem_available=100 * GiB, gpus=[gpu]
+    )
+
+    class Cpu(FakeBackend):
+        name = "fake-cpu"
+        gpu = False
+
+    gpu_sel = select(_source(*ARTS[1:3]), dev, 2048, backends=_only(FakeBackend))
+    by = {c.artifact.quant: c for c in gpu_sel.candidates}
+    assert by["Q8_0"].status == "rejected" and "7.00 GiB is available" in by["Q8_0"].reasons[0]
+    assert by["Q4_K_M"].status == "chosen" and by["Q4_K_M"].memory_available == 7 * GiB
+    cpu_sel = select(_source(*ARTS[1:3]), dev, 2048, backends=_only(Cpu))
+    assert all(c.viable and c.memory_available == 100 * GiB for c in cpu_sel.candidates)

@@ -496,5 +496,31 @@ def test_parser_errors_are_reported_with_the_int4_hint(
 ) -> None:
     from amalia_edge.convert.tensorrt import EngineBuildError
 
-    with pytest.raises(EngineBuildError, match=r"block_size.*int4 needs opset 21"):
+    with pytest.raises(EngineBuildError, match=r"block_size.*--precision fp16"):
         _build(onnx_artifacts, FakeBuilderWorld("parse"), monkeypatch)
+
+
+def test_build_engine_command_fails_in_one_line_without_tensorrt(
+    onnx_artifacts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    from amalia_edge.cli import main
+
+    assert main(["build-engine", str(onnx_artifacts), "--ctx", "1024"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("amalia-edge: error: TensorRT is not installed")
+
+
+def test_build_engine_command_prints_the_engine_path(
+    onnx_artifacts: Path, fake_trt: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from amalia_edge.cli import main
+
+    assert main(["build-engine", str(onnx_artifacts), "--ctx", "1024", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["engine"]).exists() and out["key"]["profile"]["n_ctx"] == 1024

@@ -321,8 +321,10 @@ class Runner:
     def n_ctx(self) -> int:
         if self.config.n_ctx:
             return self.config.n_ctx
+        # Just enough for the largest test (prompt + generated + 1 for tgN's extra token),
+        # rounded up a little: a larger context could exceed the model's trained one.
         need = max(max(t.n_prompt, 1) + t.n_gen + 2 for t in self.config.tests)
-        return max(256, -(-need // 256) * 256)
+        return -(-need // 32) * 32
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> BenchResult:

@@ -180,7 +180,8 @@ def read_header(path: Path) -> SafetensorsHeader:
                 "data bytes (truncated, or offsets past the end)",
                 _REDOWNLOAD,
             )
-        spans.append((begin, end, name))
+        if end > begin:  # empty tensors occupy no bytes and cannot overlap anything
+            spans.append((begin, end, name))
         header.tensors[name] = TensorInfo(
             name, dtype, tuple(shape), path, data_start + begin, end - begin
         )

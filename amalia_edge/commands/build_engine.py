@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="fp16",
-        choices=("fp16", "int8", "fp32"),
-        help="which ONNX export to build from (default: fp16)",
+        choices=("fp16", "int8", "fp32", "int4"),
+        help="which ONNX export to build from (default: fp16; int4 is unverified on TensorRT 10.3)",
     )
     parser.add_argument(
         "--max-prefill",

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
     parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens (2048)")
     parser.add_argument(
+        "--threads", type=int, default=None, help="decode threads (default: physical cores)"
+    )
+    parser.add_argument(
         "--lang", choices=("pt", "en"), default="pt", help="interface language (pt: pt-PT)"
     )
     parser.add_argument("--system", default=None, help="system prompt (default: a pt-PT one)")
@@ -45,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from amalia_edge.tui.i18n import Messages
     from amalia_edge.tui.settings import ChatSettings, ModelSpec
 
-    spec = ModelSpec(model=args.model, backend=args.backend, quant=args.quant, n_ctx=args.ctx)
+    spec = ModelSpec(
+        model=args.model,
+        backend=args.backend,
+        quant=args.quant,
+        n_ctx=args.ctx,
+        threads=args.threads,
+    )
     msgs = Messages(args.lang)
     settings = ChatSettings(
         system=args.system or msgs("system.default"),

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         kv_cache_type=args.kv_cache_type,
         gpu=False if args.cpu else None,
         seed=args.seed,
+        verbose=getattr(args, "verbose", 0) >= 2,  # -vv: the backend's own log on stderr
     )
     t0 = time.perf_counter()
     model = load_model(

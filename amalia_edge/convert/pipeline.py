@@ -216,8 +216,13 @@ def _tensor_bpw(path: Path, params: int) -> float | None:
 
     if params <= 0:
         return None
-    reader = gguf.GGUFReader(path)
-    return round(sum(int(t.n_bytes) for t in reader.tensors) * 8 / params, 4)
+    try:
+        reader = gguf.GGUFReader(path)
+        nbytes = sum(int(t.n_bytes) for t in reader.tensors)
+    except (ValueError, KeyError):
+        # A ggml type newer than this gguf-py (Q1_0, Q2_0 in gguf 0.19): whole file instead.
+        nbytes = path.stat().st_size
+    return round(nbytes * 8 / params, 4)
 
 
 def _reusable(

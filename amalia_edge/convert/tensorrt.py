@@ -528,8 +528,8 @@ def build_engine(
         raise EngineBuildError(
             f"TensorRT {trt.__version__} could not parse {onnx_path.name}: "
             + " | ".join(errors[:3]),
-            fix="export an fp16 or int8 ONNX (int4 needs opset 21, which TensorRT 10.3 "
-            "does not parse) and check the TensorRT version",
+            fix="build from the fp16 or int8 export instead (`--precision fp16`); the int4 "
+            "export uses opset-21 DequantizeLinear, not verified on TensorRT 10.3",
         )
     config = builder.create_builder_config()
     if not strongly_typed:

@@ -7,23 +7,48 @@ with load_model("artifacts/") as model:
         ...
 ```
 
-See ``docs/architecture.md`` (runtime) for the contract. Importing this package imports no
-inference library; backends import theirs when loaded.
+See ``docs/architecture.md`` (runtime) for the contract. The names below are imported on
+first use (PEP 562), so ``import amalia_edge.runtime.registry`` (``doctor``) does not pay for
+selection, chat templates or the model wrapper; no inference library is imported until a
+backend probes or loads.
 """
 
 from __future__ import annotations
 
-from amalia_edge.runtime.backend import (
-    Availability,
-    Backend,
-    BackendSession,
-    LoadOptions,
-    MemoryEstimate,
-)
-from amalia_edge.runtime.chat import DEFAULT_SYSTEM_PROMPT, Message
-from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
-from amalia_edge.runtime.model import Model, load_model, plan
-from amalia_edge.runtime.sampling import SamplingParams
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amalia_edge.runtime.backend import (
+        Availability,
+        Backend,
+        BackendSession,
+        LoadOptions,
+        MemoryEstimate,
+    )
+    from amalia_edge.runtime.chat import DEFAULT_SYSTEM_PROMPT, Message
+    from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
+    from amalia_edge.runtime.model import Model, load_model, plan
+    from amalia_edge.runtime.sampling import SamplingParams
+
+_EXPORTS: dict[str, str] = {
+    "Availability": "backend",
+    "Backend": "backend",
+    "BackendSession": "backend",
+    "LoadOptions": "backend",
+    "MemoryEstimate": "backend",
+    "DEFAULT_SYSTEM_PROMPT": "chat",
+    "Message": "chat",
+    "Event": "events",
+    "Finished": "events",
+    "PromptProcessed": "events",
+    "Started": "events",
+    "TokenEvent": "events",
+    "Model": "model",
+    "load_model": "model",
+    "plan": "model",
+    "SamplingParams": "sampling",
+}
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -43,3 +68,12 @@ __all__ = [
     "load_model",
     "plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amalia_edge.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"amalia_edge.runtime.{module}"), name)
+    globals()[name] = value
+    return value

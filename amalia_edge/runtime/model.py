@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from amalia_edge.errors import AmaliaEdgeError, BackendError, ContextOverflowError
 from amalia_edge.runtime import registry
@@ -116,19 +116,23 @@ class Model:
 
     def generate(
         self,
-        prompt: str | Sequence[Message],
+        prompt: str | Sequence[int] | Sequence[Message],
         *,
         sampling: SamplingParams | None = None,
         max_tokens: int = 256,
         stop: Sequence[str] = (),
         system: str | None = None,
     ) -> Finished:
-        """Run to completion and return the final record (chat when given messages)."""
-        if isinstance(prompt, str):
-            events = self.stream(prompt, sampling=sampling, max_tokens=max_tokens, stop=stop)
+        """Run to completion and return the final record: a chat when given messages, a raw
+        prompt when given text or token ids."""
+        events: Iterator[Event]
+        if isinstance(prompt, str) or not all(isinstance(m, Message) for m in prompt):
+            raw = cast("str | Sequence[int]", prompt)
+            events = self.stream(raw, sampling=sampling, max_tokens=max_tokens, stop=stop)
         else:
+            msgs = cast("Sequence[Message]", prompt)
             events = self.stream_chat(
-                prompt, sampling=sampling, max_tokens=max_tokens, stop=stop, system=system
+                msgs, sampling=sampling, max_tokens=max_tokens, stop=stop, system=system
             )
         last: Event | None = None
         for ev in events:

@@ -528,9 +528,9 @@ def _measure(c: Candidate, n_ctx: int, options: LoadOptions | None, tokens: int)
     session = registry.get(c.backend).load(c.artifact, n_ctx, options)
     try:
         fin: Finished | None = None
-        for ev in session.stream(
-            AUTOTUNE_PROMPT, sampling=SamplingParams.greedy_params(), max_tokens=tokens
-        ):
+        # ignore_eos: every candidate decodes the same number of tokens
+        sp = SamplingParams(temperature=0.0, ignore_eos=True)
+        for ev in session.stream(AUTOTUNE_PROMPT, sampling=sp, max_tokens=tokens):
             if isinstance(ev, Finished):
                 fin = ev
         if fin is None or fin.reason == "error" or fin.completion_tokens < 2:

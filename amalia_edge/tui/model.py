@@ -64,10 +64,14 @@ Loader = Callable[[ModelSpec], LoadedModel]
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` with the runtime (slow: call it from a worker thread)."""
+    from amalia_edge.runtime.backend import LoadOptions
     from amalia_edge.runtime.model import load_model
 
     path = resolve_model(spec.model)
-    model = load_model(path, backend=spec.backend, quant=spec.quant, n_ctx=spec.n_ctx)
+    options = LoadOptions(n_threads=spec.threads) if spec.threads else None
+    model = load_model(
+        path, backend=spec.backend, quant=spec.quant, n_ctx=spec.n_ctx, options=options
+    )
     return describe(model, spec)
 
 

@@ -35,6 +35,7 @@ class ModelSpec:
     backend: str | None = None
     quant: str | None = None
     n_ctx: int = 2048
+    threads: int | None = None  # decode threads (None: the backend's default, physical cores)
 
     @property
     def label(self) -> str:

@@ -240,7 +240,7 @@ class LlamaCppSession(BackendSession):
             self._last_eval = (len(tokens), time.perf_counter() - t0)
 
         # Instance attribute: Llama.generate calls self.eval, so it picks this up.
-        self._llm.eval = timed_eval
+        setattr(self._llm, "eval", timed_eval)  # noqa: B010 - mypy forbids assigning a method
 
     # -- tokenizer ---------------------------------------------------------------------------
 

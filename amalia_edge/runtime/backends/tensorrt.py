@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# ONNX precisions TensorRT 10.3 parses (see amalia_edge.convert.onnx.PRECISIONS sources):
-# int4 needs DequantizeLinear-21, above the opset range TensorRT 10.3 documents.
+# ONNX precisions selection hands to TensorRT (sources: amalia_edge.convert.onnx.PRECISIONS).
+# int4 (DequantizeLinear-21) is left out until it is verified on TensorRT 10.3; it can still
+# be built explicitly with `amalia-edge build-engine --precision int4`.
 TRT_PRECISIONS = ("fp16", "int8", "fp32")
 
 

@@ -39,13 +39,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 1 / 20  # seconds between UI updates while a reply streams
+import os
+FLUSH_INTERVAL = float(os.environ.get("XFLUSH", 1 / 20))  # seconds between UI updates while a reply streams
+HANDOFF = os.environ.get("XHANDOFF", "call")
 
 
 class ResponseStarted(Message):
     def __init__(self, view: MessageView) -> None:
         super().__init__()
         self.view = view
+
+
+class ResponseChunk(Message):
+    def __init__(self, view: MessageView, text: str, stats: LiveStats) -> None:
+        super().__init__()
+        self.view = view
+        self.text = text
+        self.stats = stats
 
 
 class ResponseComplete(Message):
@@ -118,13 +128,15 @@ class ChatScreen(Screen[None]):
         messages.clear()
         conv = self.chat_app.conversation
         if not conv.messages:
-            messages.mount(Static(self.chat_app.msgs("chat.empty"), id="empty-hint"))
+            messages.mount(Static(self.chat_app.msgs("chat.empty"), classes="empty-hint"))
         for m in conv.messages:
             self._add_view(m.role, m.content)
 
     def show_stats(self, stats: LiveStats) -> None:
         self.stats = stats
-        self.query_one(StatsPanel).show(stats)
+        # A timer or a worker's last update can arrive while the app is shutting down.
+        for panel in self.query(StatsPanel):
+            panel.show(stats)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class ChatScreen(Screen[None]):
         return False
 
     def _add_view(self, role: str, content: str) -> MessageView:
-        for hint in self.query("#empty-hint"):
+        for hint in self.query(".empty-hint"):
             hint.remove()
         return self.message_list.add(role, self.chat_app.msgs(f"role.{role}"), content)
 
@@ -258,7 +270,10 @@ class ChatScreen(Screen[None]):
             nonlocal last_flush
             now = time.perf_counter()
             tracker.observe(app.latest_snapshot(), now)
-            app.call_from_thread(self._show_chunk, view, "".join(pending), tracker.stats)
+            if HANDOFF == "post":
+                self.post_message(ResponseChunk(view, "".join(pending), tracker.stats))
+            else:
+                app.call_from_thread(self._show_chunk, view, "".join(pending), tracker.stats)
             pending.clear()
             last_flush = now
 
@@ -318,6 +333,9 @@ class ChatScreen(Screen[None]):
             messages.scroll_end(animate=False)
 
     # -- the worker's outcome -----------------------------------------------------------------
+
+    def on_response_chunk(self, message: ResponseChunk) -> None:
+        self._show_chunk(message.view, message.text, message.stats)
 
     def on_response_started(self, message: ResponseStarted) -> None:
         self.show_stats(self._with_state("generating"))

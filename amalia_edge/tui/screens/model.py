@@ -48,7 +48,11 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
         raw_ctx = text("n_ctx")
         n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else 2048
         return ModelSpec(
-            model=text("model"), backend=text("backend"), quant=text("quant"), n_ctx=n_ctx
+            model=text("model"),
+            backend=text("backend"),
+            quant=text("quant"),
+            n_ctx=n_ctx,
+            threads=self.current.threads,
         )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
