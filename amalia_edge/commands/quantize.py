@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TYPES",
         help="comma list of GGUF types, case-insensitive (default: "
-        f"{','.join(t.lower() for t in DEFAULT_TYPES)}); valid: {', '.join(QUANT_TYPES)}",
+        f"{','.join(t.lower() for t in DEFAULT_TYPES)}; 'none' for ONNX only); valid: "
+        f"{', '.join(QUANT_TYPES)}",
     )
     parser.add_argument(
         "--imatrix",

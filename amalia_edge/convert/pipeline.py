@@ -137,6 +137,8 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def _parse_types(gguf_types: str | Sequence[str] | None) -> list[QuantType]:
+    if isinstance(gguf_types, str) and gguf_types.strip().lower() == "none":
+        return []  # ONNX only
     if gguf_types is None or isinstance(gguf_types, str):
         types = quant_types.parse_list(gguf_types)
     else:
