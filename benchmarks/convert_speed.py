@@ -100,6 +100,7 @@ def _llama_convert(script: Path, src: Path, dst: Path) -> tuple[float, int] | st
         HWM + "import runpy, sys, time\n"
         "t = time.perf_counter()\n"
         f"sys.argv = {argv!r}\n"
+        f"sys.path.insert(0, {str(script.parent)!r})\n"  # its conversion/ package
         f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
         "print(time.perf_counter() - t, hwm())\n"
     )

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
+
+
+def _readable(*paths: Path) -> None:
+    """Give published files the usual mode (atomic writes create them 0600 via mkstemp)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:
+        os.chmod(p, 0o666 & ~umask)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg", default="pp64+tg32", help="combined test for TTFT/ITL ('' to skip)")
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--interval", type=float, default=0.1)
+    ap.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (backend default)")
     ap.add_argument("--out", default=str(HERE / "results"), help="output directory")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     args = ap.parse_args(argv)
@@ -60,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             backends=[b.strip() for b in args.backend.split(",") if b.strip()],
             quants=types,
             interval=args.interval,
+            n_threads=args.threads,
         )
         result = run_bench(cfg, progress=lambda m: print(m, file=sys.stderr))
     for err in result.errors:
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "demo_bench.md", md)
     atomic_write_text(out / "demo_bench.json", to_json(result.records))
     plot_records(result.records, out / "demo_bench.png", title="amalia-edge demo model")
+    _readable(*(out / f"demo_bench.{ext}" for ext in ("md", "json", "png")))
     print(md)
     print(f"wrote {out / 'demo_bench.md'}, .json, .png", file=sys.stderr)
     readme = HERE / "README.md"
@@ -80,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             head, rest = text.split(START, 1)
             _, tail = rest.split(END, 1)
             atomic_write_text(readme, f"{head}{START}\n{md}{END}{tail}")
+            _readable(readme)
             print(f"updated {readme}", file=sys.stderr)
     return 130 if result.interrupted else 0
 

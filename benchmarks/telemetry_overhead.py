@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=64, help="tokens generated per round")
     ap.add_argument("--interval", type=float, default=0.1, help="sampler interval (default 0.1)")
     ap.add_argument("--backend", default=None)
+    ap.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (backend default)")
     args = ap.parse_args(argv)
     if not args.model and not args.demo:
         ap.error("give MODEL or --demo")
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             quantize(None, Path(tmp) / "a", ["Q8_0"], imatrix="none", progress=False)
             model_path = str(Path(tmp) / "a")
-        model = load_model(model_path, backend=args.backend, n_ctx=512)
+        from amalia_edge.runtime.backend import LoadOptions
+
+        options = LoadOptions(n_threads=args.threads) if args.threads else None
+        model = load_model(model_path, backend=args.backend, n_ctx=512, options=options)
         greedy = SamplingParams(temperature=0.0)
         prompt = model.session.tokenize(PROMPT_TEXT, add_bos=False, special=False)[:32]
 
@@ -114,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     share, tick_ms, ticks = sampler_cpu_cost(args.interval)
     a, b = statistics.median(without), statistics.median(with_mon)
     spread = statistics.pstdev(without) / statistics.fmean(without)
-    print(f"model: {model_path}  backend: {model.backend_name}  tokens/round: {args.tokens}")
+    print(
+        f"model: {model_path}  backend: {model.backend_name}  threads: {args.threads or 'default'}"
+        f"  tokens/round: {args.tokens}"
+    )
     print(f"sampler interval: {args.interval} s; sources: {'; '.join(sources)}")
     print(f"decode tokens/s without sampler: median {a:.2f} (n={len(without)}, cv {spread:.1%})")
     print(f"decode tokens/s with sampler:    median {b:.2f} (n={len(with_mon)})")

@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         onnx_types=("fp16", "fp32"),
         progress=False,
     )
+    from amalia_edge.artifacts.manifest import load_manifest
+
+    trained = int(load_manifest(args.artifacts).model.get("context_length") or args.ctx)
+    args.ctx = min(args.ctx, trained)  # the demo model was trained on 256 tokens
+    report["ctx"] = args.ctx
     t0 = time.perf_counter()
     try:
         meta, engine = ensure_engine(

@@ -28,6 +28,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -215,7 +216,7 @@ def build_model(args: argparse.Namespace, vocab: int):  # type: ignore[no-untype
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             t = ids.shape[1]
-            cos, sin = self.cos[:t], self.sin[:t]
+            cos, sin = self.cos[:t], self.sin[:t]  # type: ignore[index]
             x = self.model.embed_tokens(ids)
             for layer in self.model.layers:
                 x = layer(x, cos, sin)
@@ -488,12 +489,12 @@ def write_checkpoint(args: argparse.Namespace, model, vocab: int, sp) -> None:  
         (out / name).write_text(text, encoding="utf-8")
 
 
-def write_card(out: Path, m: dict) -> None:  # type: ignore[type-arg]
+def write_card(out: Path, m: dict[str, Any]) -> None:
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     rows = "\n".join(
         f"| {r['step']} | {r['train_loss']:.3f} | {r['elapsed_s']:.0f} |" for r in m["loss_curve"]
     )
-    inter = m["intermediate_size"]
+    inter, threads = m["intermediate_size"], m["torch_threads"]
     card = f"""# amalia-edge demo model (pt-PT, tiny Llama)
 
 A deliberately tiny `LlamaForCausalLM` trained from scratch on European Portuguese so that
@@ -517,8 +518,9 @@ Text: a seeded sample of {m["train_chars_sampled"]:,} characters of `pt_pt_train
 43 public-domain Portuguese novels, 1880-1917; see `shared/corpus/README.md`) =
 {m["train_text_tokens"]:,} tokens, plus {m["train_chat_tokens"]:,} tokens of the same paragraphs
 wrapped as ChatML user/assistant turns. {m["steps"]} AdamW steps of {m["batch"]} x {m["seq_len"]}
-tokens ({m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s on {m["torch_threads"]} CPU
-threads (torch {m["torch_version"]}); tokenizer training {m["tokenizer_seconds"]:.0f} s.
+tokens ({m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time on {threads} CPU
+threads of a 2-core machine shared with other jobs (torch {m["torch_version"]}); tokenizer
+training {m["tokenizer_seconds"]:.0f} s.
 
 | step | mean train loss (nats/token) | elapsed s |
 | --- | --- | --- |

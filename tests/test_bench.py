@@ -95,8 +95,10 @@ def _run(
 ) -> tuple[Any, list[tuple[Any, ...]]]:  # Any: tests compare Optional fields freely
     loads: list[tuple[Any, ...]] = []
 
-    def load(path: Any, backend: Any = None, quant: Any = None, n_ctx: int = 0) -> ScriptedModel:
-        loads.append((path, backend, quant, n_ctx))
+    def load(
+        path: Any, backend: Any = None, quant: Any = None, n_ctx: int = 0, **kw: Any
+    ) -> ScriptedModel:
+        loads.append((path, backend, quant, n_ctx, *kw.values()))
         return model
 
     monitor = kw.pop("monitor", None) or _monitor()
@@ -388,3 +390,38 @@ def test_printers_rerender_a_results_file(tmp_path, capsys):
     assert printers_main([str(f), "csv"]) == 0
     assert capsys.readouterr().out == to_csv(recs)
     assert printers_main([]) == 2
+
+
+def test_threads_reach_the_backend_load_options():
+    res, loads = _run(ScriptedModel(), [TestSpec(0, 2)], reps=1, n_threads=3)
+    (opts,) = loads[0][4:]
+    assert opts.n_threads == 3
+    assert res.records[0].n_threads == 3
+
+
+def test_bench_on_a_fake_agx_orin_reports_rails_and_conditions(fake_sysfs):
+    """The whole path on a fake AGX Orin JetPack 6 sysfs: INA3221 rails, GPU clock, thermals."""
+    from amalia_edge.telemetry import default_monitor
+
+    root = fake_sysfs("agx_orin_jp6")
+    res, _ = _run(
+        ScriptedModel(itl=0.003),
+        [TestSpec(0, 8)],
+        reps=2,
+        monitor=default_monitor(root=root, interval=0.005),
+    )
+    (rec,) = res.records
+    watts = {
+        "VDD_GPU_SOC": 4984 * 1203 / 1e6,
+        "VDD_CPU_CV": 4984 * 402 / 1e6,
+        "VIN_SYS_5V0": 4976 * 744 / 1e6,
+        "VDDQ_VDD2_1V8AO": 4992 * 102 / 1e6,
+    }
+    assert rec.power_label == "module_rails_sum"
+    assert rec.rails_avg_w == pytest.approx(watts)  # constant fake rails: avg == reading
+    assert rec.power_avg_w == pytest.approx(sum(watts.values()))
+    assert rec.joules_per_token == pytest.approx(rec.power_avg_w * sum(rec.samples_ns) / 1e9 / 16)
+    assert rec.temps_max_c["CPU-therm"] == pytest.approx(47.062)
+    assert "CV0-therm" not in rec.temps_max_c
+    assert rec.gpu_freq_min == 1_300_500_000 and rec.gpu_load_avg == pytest.approx(61.2)
+    assert any(s.startswith("jetson_power: available") for s in rec.telemetry_sources)

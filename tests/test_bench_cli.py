@@ -9,6 +9,7 @@ import pytest
 
 import amalia_edge.bench.runner as runner_mod
 from amalia_edge.cli import main
+from amalia_edge.errors import BenchError
 from tests.test_bench import ScriptedModel
 
 
@@ -44,10 +45,10 @@ BASE = [
 
 
 def test_bench_markdown_to_stdout(scripted, capsys):
-    assert main(BASE) == 0
+    assert main([*BASE, "-pg", "8,2"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith("| model |")
-    assert "| pp8 |" in out and "| tg4 |" in out
+    assert "| pp8 |" in out and "| tg4 |" in out and "| pp8+tg2 |" in out
     assert "tg4 1/2" in err  # progress on stderr, not stdout
     assert scripted == [("m.gguf", None, None)]
 
@@ -87,10 +88,12 @@ def test_bench_matrix_json_file_and_plot(scripted, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-t", "pp12x"], "unknown test 'pp12x'"),
+        (["--tests", "pp12x"], "unknown test 'pp12x'"),
         (["-p", "-5"], "negative token count -5"),
         (["-r", "0"], "repetitions must be >= 1"),
         (["--interval", "0"], "--interval must be > 0"),
+        (["-pg", "8"], "-pg takes two numbers"),
+        (["-t", "0"], "threads must be >= 1"),
     ],
 )
 def test_bench_bad_input_is_one_clear_line(scripted, capsys, args, message):
@@ -142,6 +145,17 @@ def test_bench_ctrl_c_prints_completed_results(monkeypatch, capsys):
     assert "interrupted" in err
 
 
-def test_bench_without_model_says_how(capsys):
-    assert main(["bench", "-r", "1"]) == 2
-    assert "no MODEL given" in capsys.readouterr().err
+def test_bench_without_model_uses_the_demo(scripted, capsys, monkeypatch):
+    import amalia_edge.tui.model as tui_model
+
+    monkeypatch.setattr(tui_model, "resolve_model", lambda m: "/cache/demo-artifacts")
+    assert main(["bench", *BASE[2:]]) == 0
+    assert scripted == [("/cache/demo-artifacts", None, None)]
+    assert "benchmarking the demo model" in capsys.readouterr().err
+
+
+def test_library_without_model_says_how():
+    from amalia_edge.bench.runner import BenchConfig, run_bench
+
+    with pytest.raises(BenchError, match="no MODEL given"):
+        run_bench(BenchConfig(model=None, measure_bandwidth=False))

@@ -63,6 +63,7 @@ def test_bench_tiny_gguf_matrix_records_complete(tiny_artifacts: Path) -> None:
     assert q8.model_size < f16.model_size  # type: ignore[operator]
 
 
+@pytest.mark.slow  # includes the memory copy test
 def test_bench_cli_on_tiny_gguf(
     tiny_gguf: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

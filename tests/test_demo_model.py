@@ -8,11 +8,12 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from amalia_edge.checkpoint import DEMO_DIR, open_checkpoint
+from amalia_edge.checkpoint import DEMO_DIR, Checkpoint, open_checkpoint
 from tests import factory
 
 DEMO = Path(os.environ.get("AMALIA_EDGE_TEST_DEMO", DEMO_DIR))
@@ -21,12 +22,12 @@ WORD = re.compile(r"[a-záàâãäéèêëíìîïóòôõöúùûüç]+")
 
 
 @pytest.fixture(scope="module")
-def demo():  # type: ignore[no-untyped-def]
+def demo() -> Checkpoint:
     return open_checkpoint(DEMO)
 
 
 @pytest.fixture(scope="module")
-def demo_gguf(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+def demo_gguf(demo: Checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from amalia_edge.convert.gguf import write_gguf
 
     path = tmp_path_factory.mktemp("demo-gguf") / "demo-F32.gguf"
@@ -54,7 +55,7 @@ def _single_thread_blas() -> None:
                 return
 
 
-def test_is_a_llama_with_k_quant_friendly_shapes_and_chatml(demo) -> None:  # type: ignore[no-untyped-def]
+def test_is_a_llama_with_k_quant_friendly_shapes_and_chatml(demo: Checkpoint) -> None:
     c = demo.config
     assert c.architecture == "LlamaForCausalLM"
     assert c.hidden_size % 256 == 0 and c.intermediate_size % 256 == 0
@@ -72,7 +73,7 @@ def test_is_a_llama_with_k_quant_friendly_shapes_and_chatml(demo) -> None:  # ty
     assert size < 25_000_000
 
 
-def test_model_card_states_the_measured_numbers(demo) -> None:  # type: ignore[no-untyped-def]
+def test_model_card_states_the_measured_numbers(demo: Checkpoint) -> None:
     metrics = json.loads((DEMO / "metrics.json").read_text(encoding="utf-8"))
     card = (DEMO / "README.md").read_text(encoding="utf-8")
     assert f"{metrics['eval_ppl_trained']:.2f}" in card
@@ -83,7 +84,7 @@ def test_model_card_states_the_measured_numbers(demo) -> None:  # type: ignore[n
     assert metrics["parameters"] == demo.param_count
 
 
-def test_llama_cpp_logits_match_the_numpy_reference(demo, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_logits_match_the_numpy_reference(demo: Checkpoint, demo_gguf: Path) -> None:
     """Same logits through convert_hf-style Q/K permutation + llama.cpp's RoPE as in HF."""
     llama_cpp = pytest.importorskip("llama_cpp")
     from amalia_edge.reference import ReferenceModel
@@ -112,7 +113,7 @@ def test_greedy_generation_is_mostly_portuguese(demo_gguf: Path, train_words: se
     assert known / len(words) >= 0.7, text
 
 
-def _untrained_copy(demo, directory: Path) -> Path:  # type: ignore[no-untyped-def]
+def _untrained_copy(demo: Checkpoint, directory: Path) -> Path:
     """The demo's config and tokenizer with fresh N(0, 0.02) weights (norms 1), F32."""
     for name in ("config.json", "tokenizer.model", "tokenizer_config.json"):
         shutil.copy(DEMO / name, directory / name)
@@ -123,7 +124,7 @@ def _untrained_copy(demo, directory: Path) -> Path:  # type: ignore[no-untyped-d
     entries = [(n, "F32", tuple(i.shape)) for n, i in demo.tensor_infos.items()]
     shapes = {n: s for n, _, s in entries}
 
-    def make(name: str) -> np.ndarray:  # type: ignore[type-arg]
+    def make(name: str) -> np.ndarray[Any, Any]:
         if name.endswith("norm.weight"):
             return np.ones(shapes[name], dtype=np.float32)
         return rng.normal(0.0, 0.02, shapes[name]).astype(np.float32)
@@ -134,8 +135,8 @@ def _untrained_copy(demo, directory: Path) -> Path:  # type: ignore[no-untyped-d
 
 @pytest.mark.slow
 def test_held_out_perplexity_is_far_below_an_untrained_model(
-    demo, corpus_dir: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    demo: Checkpoint, corpus_dir: Path, tmp_path: Path
+) -> None:
     import sentencepiece as spm
 
     from amalia_edge.reference import ReferenceModel
@@ -146,7 +147,7 @@ def test_held_out_perplexity_is_far_below_an_untrained_model(
     ids = sp.encode(text)
     windows = [[1, *ids[i * 127 : (i + 1) * 127]] for i in range(2)]
 
-    def ppl(ckpt) -> float:  # type: ignore[no-untyped-def]
+    def ppl(ckpt: Checkpoint) -> float:
         ref = ReferenceModel(ckpt)
         nll, n = 0.0, 0
         for w in windows:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from amalia_edge.checkpoint import DEMO_DIR, open_checkpoint
+from amalia_edge.checkpoint import DEMO_DIR, Checkpoint, open_checkpoint
 from amalia_edge.convert import imatrix as im
 from amalia_edge.errors import ImatrixError
 
@@ -27,7 +28,7 @@ def _one_blas_thread() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo():  # type: ignore[no-untyped-def]
+def demo() -> Checkpoint:
     return open_checkpoint(DEMO)
 
 
@@ -41,11 +42,11 @@ def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def imx_path(demo, calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+def imx_path(demo: Checkpoint, calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return im.ensure_imatrix(demo, tmp_path_factory.mktemp("imx"), calib, ctx=CTX)
 
 
-def test_shipped_calibration_covers_several_demo_chunks(demo) -> None:  # type: ignore[no-untyped-def]
+def test_shipped_calibration_covers_several_demo_chunks(demo: Checkpoint) -> None:
     text, _ = im.read_calibration()
     tokens = im.tokenize(demo, text)
     chunks = im.make_chunks(tokens, im.default_ctx(demo), demo.vocab.bos_id)
@@ -53,7 +54,9 @@ def test_shipped_calibration_covers_several_demo_chunks(demo) -> None:  # type: 
     assert all(c[0] == demo.vocab.bos_id and len(c) == im.default_ctx(demo) for c in chunks)
 
 
-def test_gguf_imatrix_round_trips_with_names_and_counts(demo, calib: Path, imx_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_gguf_imatrix_round_trips_with_names_and_counts(
+    demo: Checkpoint, calib: Path, imx_path: Path
+) -> None:
     import gguf
 
     r = gguf.GGUFReader(imx_path)
@@ -81,7 +84,9 @@ def test_gguf_imatrix_round_trips_with_names_and_counts(demo, calib: Path, imx_p
         assert np.all(np.asarray(s2.data) > 0)
 
 
-def test_attn_q_sums_match_an_independent_computation(demo, calib: Path, imx_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_attn_q_sums_match_an_independent_computation(
+    demo: Checkpoint, calib: Path, imx_path: Path
+) -> None:
     """blk.0's q/k/v input is RMSNorm(embedding) * attn_norm: computable without the model."""
     tokens = im.tokenize(demo, calib.read_text(encoding="utf-8"))
     chunks = im.make_chunks(tokens, CTX, demo.vocab.bos_id)
@@ -97,8 +102,8 @@ def test_attn_q_sums_match_an_independent_computation(demo, calib: Path, imx_pat
 
 
 def test_reused_when_unchanged_and_recomputed_when_calibration_changes(
-    demo, calib: Path, imx_path: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    demo: Checkpoint, calib: Path, imx_path: Path, tmp_path: Path
+) -> None:
     before = imx_path.stat().st_mtime_ns
     again = im.ensure_imatrix(demo, imx_path.parent, calib, ctx=CTX)
     assert again == imx_path and again.stat().st_mtime_ns == before
@@ -116,8 +121,8 @@ def test_reused_when_unchanged_and_recomputed_when_calibration_changes(
 
 
 def test_validates_against_its_model_and_refuses_another(
-    demo, imx_path: Path, make_checkpoint
-) -> None:  # type: ignore[no-untyped-def]
+    demo: Checkpoint, imx_path: Path, make_checkpoint: Callable[..., Path]
+) -> None:
     im.validate_imatrix(imx_path, demo)
     other = open_checkpoint(make_checkpoint(intermediate_size=512, num_hidden_layers=2))
     imx = im.load_imatrix(imx_path)
@@ -131,7 +136,7 @@ def test_validates_against_its_model_and_refuses_another(
         im.validate_imatrix(imx, other)
 
 
-def test_bad_calibration_text_is_refused_with_the_fix(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_calibration_text_is_refused_with_the_fix(demo: Checkpoint, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n", encoding="utf-8")
     with pytest.raises(ImatrixError, match="is empty"):
@@ -150,7 +155,7 @@ def test_bad_calibration_text_is_refused_with_the_fix(demo, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_llama_cpp_quantizer_accepts_it(demo, imx_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_llama_cpp_quantizer_accepts_it(demo: Checkpoint, imx_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     from amalia_edge.convert.gguf import write_gguf
     from amalia_edge.convert.quant_types import QUANT_TYPES

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,8 @@ def test_printers(report: q.QualityReport) -> None:
 
 
 def test_refuses_a_model_with_another_vocabulary(
-    artifacts: Path, eval_file: Path, make_checkpoint, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    artifacts: Path, eval_file: Path, make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     from amalia_edge.checkpoint import open_checkpoint
     from amalia_edge.convert.gguf import write_gguf
 

@@ -55,8 +55,10 @@ def test_auto_imatrix_calls_ensure_imatrix_and_records_it(
 ) -> None:
     calls: list[tuple[Any, ...]] = []
 
-    def ensure_imatrix(ckpt: Any, out_dir: Any, calibration: Any = None) -> Path:
+    def ensure_imatrix(ckpt: Any, out_dir: Any, calibration: Any = None, **kw: Any) -> Path:
         calls.append((ckpt.name, Path(out_dir), calibration))
+        if kw.get("progress"):
+            kw["progress"](1, 1)
         return tiny_imatrix
 
     fake = types.ModuleType("amalia_edge.convert.imatrix")
@@ -131,3 +133,10 @@ def test_manifest_keeps_earlier_entries_of_the_same_source(
     assert sorted(a.quant for a in m.artifacts) == ["BF16", "F16"]
     assert load_manifest(tmp_path).to_dict() == m.to_dict()
     assert (tmp_path / "manifest.json").stat().st_mode & 0o044  # readable by others
+
+
+def test_gguf_none_exports_onnx_only(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    result = run_quantize(tiny_checkpoint, tmp_path, "none", onnx_types=["fp32"], progress=False)
+    assert result.built == ["onnx:fp32"]
+    assert not list(tmp_path.glob("*.gguf"))

@@ -365,3 +365,12 @@ def test_default_monitor_here_reports_reasons():
     mon.stop()
     for st in statuses:
         assert st.available or st.reason, st
+
+
+def test_monitor_memory_is_bounded(known_power):
+    mon = Monitor([known_power], interval=0.001, max_samples=20)
+    mon.start()
+    time.sleep(0.1)
+    samples = mon.stop()
+    assert 0 < len(samples) <= 20
+    assert [s.t for s in samples] == sorted(s.t for s in samples)

@@ -32,7 +32,7 @@ from amalia_edge.tui.history import HistoryStore
 from amalia_edge.tui.model import LoadedModel
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
 from amalia_edge.tui.widgets.messages import MessageView
-from tests.test_tui_snapshots import ScriptedModel, scripted_loader, settle
+from tests.test_tui_snapshots import settle
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
@@ -314,27 +314,6 @@ async def test_context_overflow_is_a_notification(tmp_path: Path, gguf: Path) ->
         assert views(app)[-1][0] == "assistant"  # still usable
 
 
-@aio
-async def test_backend_failure_mid_reply_leaves_the_app_usable(tmp_path: Path) -> None:
-    model = ScriptedModel(fail_after=3)
-    app = RecordingApp(
-        ModelSpec("scripted"),
-        store=HistoryStore(tmp_path),
-        loader=scripted_loader(model),
-        monitor=None,
-    )
-    async with app.run_test(size=(100, 30)) as pilot:
-        await settle(app, pilot)
-        await send(app, pilot, "Olá")
-        await settle(app, pilot)
-        assert any(sev == "error" and "scripted backend failure" in n for n, sev in app.notes)
-        assert views(app) == [("user", "Olá")] and saved(app) == [("user", "Olá")]
-        model.fail_after = None
-        await pilot.press("ctrl+r")
-        await settle(app, pilot)
-        assert [r for r, _ in saved(app)] == ["user", "assistant"]
-
-
 CHILD = textwrap.dedent(
     """
     import asyncio, dataclasses, sys
@@ -388,3 +367,35 @@ def test_kill_mid_reply_leaves_history_intact(tmp_path: Path, gguf: Path) -> Non
     assert [r for r, _ in roles] == ["user", "assistant", "user"]
     assert roles[0][1] == "Primeira pergunta" and roles[2][1] == "Segunda pergunta"
     assert roles[1][1].strip()
+
+
+@pytest.mark.slow
+@aio
+async def test_demo_model_by_default_and_why_this_backend(
+    tmp_path: Path, demo_artifacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No MODEL: the bundled demo checkpoint is converted once into the user cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(model_mod, "DEMO_DIRS", (model_mod.DEMO_DIRS[0], tmp_path / "none"))
+    spec_default = model_mod.resolve_model(None)
+    assert Path(spec_default).is_relative_to(tmp_path / "cache")
+    assert list(Path(spec_default).glob("*.gguf"))
+
+    # The demo's artifacts directory (three quant types): selection explains its choice.
+    app = make_app(tmp_path, demo_artifacts, n_ctx=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        loaded = app.loaded
+        assert loaded is not None and loaded.n_ctx == 256  # the demo's trained context
+        assert loaded.chosen[0].startswith(f"llama.cpp · gguf {loaded.quant}")
+        assert len(loaded.rejected) >= 2  # the other quant types, each with a reason
+        await pilot.press("f5")
+        await pilot.pause()
+        shown = " ".join(str(w.render()) for w in app.screen.query("Static"))
+        assert loaded.quant is not None and loaded.quant in shown
+        await pilot.press("escape")
+        await send(app, pilot, "Olá! Fala-me de Lisboa.")
+        await settle(app, pilot)
+        reply = app.conversation.messages[-1]
+        assert reply.role == "assistant" and reply.content.strip()
+        assert saved(app)[-1] == ("assistant", reply.content)

@@ -136,7 +136,7 @@ async def settle(app: ChatApp, pilot: Any) -> None:
         if app.loaded is not None and not app.chat.generating and not app.loading:
             return
         await pilot.pause(0.01)
-    raise AssertionError("app did not settle")
+    raise AssertionError(f"app did not settle; notes: {getattr(app, 'notes', '?')}")
 
 
 async def steady(app: ChatApp, pilot: Any) -> None:

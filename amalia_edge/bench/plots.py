@@ -72,6 +72,7 @@ def plot_records(
             ax.set_title(f"{test}: {label}")
             ax.set_ylabel(label)
             if not any_value:
+                ax.set_yticks([])
                 ax.text(
                     0.5,
                     0.5,

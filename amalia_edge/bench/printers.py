@@ -118,6 +118,8 @@ def to_markdown(records: Sequence[BenchRecord]) -> str:
             env.append(f"power mode: {r0.power_mode}")
         if r0.jetson_clocks is not None:
             env.append(f"jetson_clocks: {'on' if r0.jetson_clocks else 'off'}")
+        if r0.n_threads:
+            env.append(f"threads: {r0.n_threads}")
         env.append(f"amalia-edge {r0.amalia_edge_version} ({r0.git_commit or 'no git'})")
         lines += ["", "_" + "; ".join(env) + "_"]
         power = r0.power_label or "none readable here"

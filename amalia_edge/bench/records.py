@@ -70,6 +70,12 @@ class BenchRecord:
     telemetry_interval_s: float | None = None
     telemetry_sources: list[str] = field(default_factory=list)
     peak_rss: int | None = None  # bytes
+    # Over the test (first timed span to last, ± one sampling interval): throttling shows
+    # as high temperatures and a GPU clock below the mode's maximum.
+    temps_max_c: dict[str, float] = field(default_factory=dict)
+    gpu_load_avg: float | None = None  # percent
+    gpu_freq_min: int | None = None  # Hz
+    cpu_percent_avg: float | None = None
     # -- roofline -----------------------------------------------------------------------------
     bytes_per_token: int | None = None  # weights (+ KV) read per decoded token
     achieved_bandwidth: float | None = None  # bytes/s = bytes_per_token * decode tokens/s

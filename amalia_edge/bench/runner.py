@@ -143,6 +143,8 @@ class BenchConfig:
             raise BenchError(f"repetitions must be >= 1, got {self.repetitions}", fix="use -r 1+")
         if self.warmup < 0:
             raise BenchError(f"warm-up runs must be >= 0, got {self.warmup}", fix="use 0 or more")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise BenchError(f"threads must be >= 1, got {self.n_threads}", fix="e.g. -t 4")
         if not self.interval > 0:
             raise BenchError(f"--interval must be > 0, got {self.interval}", fix="e.g. 0.1")
         if not self.tests:
@@ -388,7 +390,14 @@ class Runner:
         self.progress(f"loading {self.config.model or 'demo model'} ({label})")
         t_load = time.perf_counter()
         try:
-            model = load(self.config.model, backend=backend, quant=quant, n_ctx=self.n_ctx())
+            kwargs: dict[str, Any] = {}
+            if self.config.n_threads:
+                from amalia_edge.runtime.backend import LoadOptions
+
+                kwargs["options"] = LoadOptions(n_threads=self.config.n_threads)
+            model = load(
+                self.config.model, backend=backend, quant=quant, n_ctx=self.n_ctx(), **kwargs
+            )
         except AmaliaEdgeError as exc:
             res.errors.append(f"{label}: {exc}")
             self.progress(f"{label}: cannot load: {exc}")
@@ -520,6 +529,7 @@ class Runner:
         # Power and energy over the timed spans.
         samples = mon.samples
         self._power(rec, samples, timed)
+        _conditions(rec, samples, timed[0].t0 - mon.interval, timed[-1].t1 + mon.interval)
         rss = [s.rss for s in samples if s.rss is not None and t_load <= s.t]
         rec.peak_rss = max(rss) if rss else None
         # Roofline: weights read per decode step × decode steps per second.
@@ -561,6 +571,20 @@ class Runner:
             if all(p is not None for p in parts):
                 rec.rails_avg_w[rail] = sum(p for p in parts if p is not None) / seconds
                 rec.rails_peak_w[rail] = _peak(pts, spans)
+
+
+def _conditions(rec: BenchRecord, samples: list[Snapshot], t0: float, t1: float) -> None:
+    """Temperatures, GPU load/clock and CPU load over [t0, t1] (None where not measured)."""
+    sel = [s for s in samples if t0 <= s.t <= t1]
+    for s in sel:
+        for zone, deg in s.temps.items():
+            rec.temps_max_c[zone] = max(deg, rec.temps_max_c.get(zone, deg))
+    loads = [s.gpu_load for s in sel if s.gpu_load is not None]
+    freqs = [s.gpu_freq for s in sel if s.gpu_freq is not None]
+    cpus = [s.cpu_percent for s in sel if s.cpu_percent is not None]
+    rec.gpu_load_avg = statistics.fmean(loads) if loads else None
+    rec.gpu_freq_min = min(freqs) if freqs else None
+    rec.cpu_percent_avg = statistics.fmean(cpus) if cpus else None
 
 
 def _load_params(rec: BenchRecord, sess: _Session) -> None:

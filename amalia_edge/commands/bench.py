@@ -53,7 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generation tests tgN (128; 0 skips)",
     )
     parser.add_argument(
-        "-t",
+        "-pg",
+        type=_ints,
+        action="append",
+        default=[],
+        metavar="P,G",
+        help="prompt of P tokens then G generated, one request (llama-bench -pg)",
+    )
+    parser.add_argument(
         "--tests",
         type=_names,
         default=[],
@@ -62,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-r", "--repetitions", type=int, default=5, help="timed runs per test (5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per test (1)")
+    parser.add_argument(
+        "-t", "--threads", type=int, default=None, help="CPU threads (default: the backend's)"
+    )
     parser.add_argument(
         "--backend",
         type=_names,
@@ -157,13 +167,25 @@ def run(args: argparse.Namespace) -> int:
     from amalia_edge.bench.printers import render
     from amalia_edge.bench.runner import BenchConfig, make_tests, run_bench
 
-    tests = make_tests(args.n_prompt, args.n_gen, args.tests)
+    pg = []
+    for pair in args.pg:
+        if len(pair) != 2:
+            raise BenchError(f"-pg takes two numbers P,G, got {pair}", fix="e.g. -pg 512,128")
+        pg.append(f"pp{pair[0]}+tg{pair[1]}")
+    tests = make_tests(args.n_prompt, args.n_gen, [*args.tests, *pg])
     if args.ctx is not None and args.ctx <= 0:
         raise BenchError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
     out = check_writable(args.out, "--out") if args.out else None
     plot = check_writable(args.plot, "--plot") if args.plot else None
+    model = args.model
+    if model is None:
+        # The demo's artifacts (converted into the user cache on first use), as `chat` does.
+        from amalia_edge.tui.model import resolve_model
+
+        model = str(resolve_model(None))
+        print(f"no MODEL given: benchmarking the demo model ({model})", file=sys.stderr)
     config = BenchConfig(
-        model=args.model,
+        model=model,
         tests=tests,
         repetitions=args.repetitions,
         warmup=args.warmup,
@@ -171,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         quants=args.quant or [None],
         interval=args.interval,
         n_ctx=args.ctx,
+        n_threads=args.threads,
         measure_bandwidth=not args.no_bandwidth_test,
     )
     config.validate()

@@ -20,7 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", default=None, help="force a backend (default: automatic)")
     parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
-    parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens (2048)")
+    parser.add_argument(
+        "--ctx",
+        type=int,
+        default=None,
+        help="context size in tokens (2048, or the model's own if shorter)",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="decode threads (default: physical cores)"
     )
@@ -35,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.ctx <= 0:
+    if args.ctx is not None and args.ctx <= 0:
         raise AmaliaEdgeError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
     try:
         from amalia_edge.tui.app import ChatApp

@@ -63,8 +63,15 @@ class ProgressBar:
     Call it as ``bar(done, total, current_name)``; :meth:`close` prints the final line.
     """
 
-    def __init__(self, label: str, stream: IO[str] | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        label: str,
+        stream: IO[str] | None = None,
+        enabled: bool = True,
+        unit: str = "tensors",
+    ) -> None:
         self.label = label
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
@@ -90,9 +97,8 @@ class ProgressBar:
         if not self.enabled:
             return
         elapsed = time.monotonic() - self.start
-        line = (
-            f"{self.label:<14} {self._total} tensors, {elapsed:.1f} s{(' ' + note) if note else ''}"
-        )
+        note = f" {note}" if note else ""
+        line = f"{self.label:<14} {self._total} {self.unit}, {elapsed:.1f} s{note}"
         self.stream.write(("\r" + line + " " * 30 + "\n") if self.tty else line + "\n")
         self.stream.flush()
 
@@ -181,6 +187,7 @@ def _resolve_imatrix(
     out: Path,
     calibration: str | os.PathLike[str] | None,
     wanted: bool,
+    progress: bool = False,
 ) -> Path | None:
     """``"none"``/None: no imatrix; ``"auto"``: make one with convert.imatrix when a type
     llama.cpp quantizes is requested; else a path, validated as a GGUF imatrix."""
@@ -198,7 +205,13 @@ def _resolve_imatrix(
                 raise
             log.warning("no importance-matrix module in this install; quantizing without one")
             return None
-        path = Path(imatrix_mod.ensure_imatrix(ckpt, out, calibration))
+        bar = ProgressBar("imatrix", enabled=progress, unit="chunks")
+        path = Path(
+            imatrix_mod.ensure_imatrix(
+                ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
+            )
+        )
+        bar.close(f"→ {path.name}")
         load_imatrix(path)
         return path
     path = Path(imatrix).expanduser()
@@ -277,7 +290,7 @@ def run_quantize(
     have_llama = importlib.util.find_spec("llama_cpp") is not None
     # An explicit imatrix path is checked first; "auto" only runs when it can be used.
     imx_path = _resolve_imatrix(
-        imatrix, ckpt, out_dir, calibration, bool(llama_types) and have_llama
+        imatrix, ckpt, out_dir, calibration, bool(llama_types) and have_llama, progress
     )
     if llama_types and not have_llama:
         raise BackendUnavailableError(

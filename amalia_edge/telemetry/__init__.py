@@ -89,10 +89,15 @@ def default_samplers(
 
 
 def default_monitor(
-    root: str | os.PathLike[str] = "/", interval: float = 0.1, pid: int | None = None
+    root: str | os.PathLike[str] = "/",
+    interval: float = 0.1,
+    pid: int | None = None,
+    max_samples: int = 50_000,
 ) -> Monitor:
     """A :class:`Monitor` over :func:`default_samplers` (not started)."""
-    return Monitor(default_samplers(root, interval, pid), interval=interval)
+    return Monitor(
+        default_samplers(root, interval, pid), interval=interval, max_samples=max_samples
+    )
 
 
 def integrate(points: Sequence[tuple[float, float]], t0: float, t1: float) -> float | None:

@@ -82,6 +82,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "Nenhum modelo carregado: carrega em F4 para escolher um.",
         "No model loaded: press F4 to choose one.",
     ),
+    "note.wait_loading": (
+        "O modelo ainda está a carregar: espera um pouco.",
+        "The model is still loading: wait a moment.",
+    ),
     "note.busy": (
         "Ainda a gerar: carrega em Esc para parar primeiro.",
         "Still generating: press Esc to stop first.",
@@ -143,7 +147,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "model.backend": ("Motor (vazio = automático)", "Backend (empty = automatic)"),
     "model.quant": ("Quantização (vazio = automática)", "Quant type (empty = automatic)"),
-    "model.ctx": ("Contexto (tokens)", "Context (tokens)"),
+    "model.ctx": (
+        "Contexto em tokens (vazio = automático)",
+        "Context in tokens (empty = automatic)",
+    ),
     # "why this backend" screen (screens/why.py)
     "why.title": ("Porquê este motor?", "Why this backend?"),
     "why.chosen": ("Escolhido", "Chosen"),

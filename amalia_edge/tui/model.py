@@ -64,15 +64,24 @@ Loader = Callable[[ModelSpec], LoadedModel]
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` with the runtime (slow: call it from a worker thread)."""
+    from amalia_edge.runtime.artifacts import resolve_model as runtime_source
     from amalia_edge.runtime.backend import LoadOptions
     from amalia_edge.runtime.model import load_model
 
-    path = resolve_model(spec.model)
+    source = runtime_source(resolve_model(spec.model))
+    n_ctx = spec.n_ctx or default_context(source.usable())
     options = LoadOptions(n_threads=spec.threads) if spec.threads else None
-    model = load_model(
-        path, backend=spec.backend, quant=spec.quant, n_ctx=spec.n_ctx, options=options
-    )
+    model = load_model(source, backend=spec.backend, quant=spec.quant, n_ctx=n_ctx, options=options)
     return describe(model, spec)
+
+
+DEFAULT_CTX = 2048  # tokens, when neither --ctx nor a smaller trained context says otherwise
+
+
+def default_context(artifacts: Sequence[Any]) -> int:
+    """:data:`DEFAULT_CTX`, or less when the model was trained on a shorter context."""
+    trained = [a.shape.n_ctx_train for a in artifacts if a.shape and a.shape.n_ctx_train]
+    return min([DEFAULT_CTX, *trained])
 
 
 # Where a MODEL-less `amalia-edge chat` looks, in order: artifacts shipped beside the bundled

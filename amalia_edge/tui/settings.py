@@ -34,7 +34,7 @@ class ModelSpec:
     model: str | None = None  # artifacts dir, GGUF file, or None for the bundled demo
     backend: str | None = None
     quant: str | None = None
-    n_ctx: int = 2048
+    n_ctx: int | None = None  # None: 2048, or the model's trained context if shorter
     threads: int | None = None  # decode threads (None: the backend's default, physical cores)
 
     @property

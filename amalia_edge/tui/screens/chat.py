@@ -1,12 +1,16 @@
 """The chat screen: conversation, input box, live stats panel, and the reply worker.
 
 The reply is generated in a thread worker (``@work(thread=True, exclusive=True)``) that
-consumes ``model.stream_chat`` and hands text to the UI with ``App.call_from_thread``. It
-batches tokens into at most one UI update per :data:`FLUSH_INTERVAL` (the first token is
-shown at once), so rendering Markdown never throttles decoding. Its outcome arrives as one of
-three messages, in the manner of elia: :class:`ResponseStarted`, :class:`ResponseComplete`
-(also for a stopped or length-limited reply) or :class:`ResponseFailed`; each handler puts the
-screen back into a usable state, whatever went wrong.
+consumes ``model.stream_chat``. It batches tokens into at most one UI update per
+:data:`FLUSH_INTERVAL` (the first token is shown at once) and hands each batch to the UI as
+a :class:`ResponseChunk` message. ``post_message`` is thread-safe and, unlike
+``App.call_from_thread``, does not wait for the UI to run the update: measured with
+``benchmarks/tui_overhead.py`` on the tiny test model, waiting cut decode speed in the TUI to
+5 % of headless, posting to 25 % (the rest is the GIL, see ``ChatApp.SWITCH_INTERVAL``). The
+reply's outcome arrives in the same queue, so after every chunk, as one of three messages in
+the manner of elia: :class:`ResponseStarted`, :class:`ResponseComplete` (also for a stopped
+or length-limited reply) or :class:`ResponseFailed`; each handler puts the screen back into a
+usable state, whatever went wrong.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from textual.worker import get_current_worker
 
 from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
 from amalia_edge.runtime.events import Finished, PromptProcessed, Started, TokenEvent
-from amalia_edge.tui.history import ChatMessage
+from amalia_edge.tui.history import ChatMessage, Conversation
 from amalia_edge.tui.keys import KEYS
 from amalia_edge.tui.model import LoadedModel, request_messages, sampling_params
 from amalia_edge.tui.settings import ChatSettings
@@ -39,9 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-import os
-FLUSH_INTERVAL = float(os.environ.get("XFLUSH", 1 / 20))  # seconds between UI updates while a reply streams
-HANDOFF = os.environ.get("XHANDOFF", "call")
+FLUSH_INTERVAL = 0.1  # seconds between UI updates while a reply streams (10 Hz reads as live)
 
 
 class ResponseStarted(Message):
@@ -214,7 +216,8 @@ class ChatScreen(Screen[None]):
             self.notify(m("note.busy"), severity="warning")
             return True
         if self.chat_app.loaded is None:
-            self.notify(m("note.no_model"), severity="warning")
+            loading = self.chat_app.loading
+            self.notify(m("note.wait_loading" if loading else "note.no_model"), severity="warning")
             return True
         return False
 
@@ -223,9 +226,9 @@ class ChatScreen(Screen[None]):
             hint.remove()
         return self.message_list.add(role, self.chat_app.msgs(f"role.{role}"), content)
 
-    def _record(self, message: ChatMessage) -> None:
+    def _record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
         try:
-            self.chat_app.conversation.append(message)
+            (conversation or self.chat_app.conversation).append(message)
         except AmaliaEdgeError as exc:
             # The chat goes on in memory; the person is told the disk refused it.
             self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
@@ -242,6 +245,8 @@ class ChatScreen(Screen[None]):
         assert loaded is not None
         settings = self.chat_app.settings
         view = self._add_view("assistant", "")
+        # The reply belongs to this conversation even if a new chat starts before it ends.
+        view.conversation = self.chat_app.conversation
         self.generating = True
         self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
@@ -270,10 +275,7 @@ class ChatScreen(Screen[None]):
             nonlocal last_flush
             now = time.perf_counter()
             tracker.observe(app.latest_snapshot(), now)
-            if HANDOFF == "post":
-                self.post_message(ResponseChunk(view, "".join(pending), tracker.stats))
-            else:
-                app.call_from_thread(self._show_chunk, view, "".join(pending), tracker.stats)
+            self.post_message(ResponseChunk(view, "".join(pending), tracker.stats))
             pending.clear()
             last_flush = now
 
@@ -299,23 +301,17 @@ class ChatScreen(Screen[None]):
                 elif isinstance(event, Finished):
                     finished = event
         except ContextOverflowError as exc:
-            app.call_from_thread(
-                self.post_message, ResponseFailed(view, str(exc), context_full=True)
-            )
+            self.post_message(ResponseFailed(view, str(exc), context_full=True))
             return
         except Exception as exc:  # a backend failure must not take the app down
             log.exception("generation failed")
-            app.call_from_thread(
-                self.post_message, ResponseFailed(view, str(exc) or type(exc).__name__)
-            )
+            self.post_message(ResponseFailed(view, str(exc) or type(exc).__name__))
             return
         flush()
         if finished is None:
-            app.call_from_thread(
-                self.post_message, ResponseFailed(view, "the stream ended without a Finished event")
-            )
+            self.post_message(ResponseFailed(view, "the stream ended without a Finished event"))
             return
-        app.call_from_thread(self.post_message, ResponseComplete(view, finished, tracker.stats))
+        self.post_message(ResponseComplete(view, finished, tracker.stats))
 
     def _tell_dropped(self, loaded: LoadedModel) -> None:
         # The runtime drops the oldest turns when the chat outgrows the context; say so.
@@ -377,7 +373,8 @@ class ChatScreen(Screen[None]):
                     "prompt_tps": fin.prompt_tps,
                     "joules_per_token": s.joules_per_token,
                 },
-            )
+            ),
+            view.conversation,
         )
 
     def on_response_failed(self, message: ResponseFailed) -> None:

@@ -36,7 +36,7 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
                 yield Label(m("model.quant"))
                 yield Input(c.quant or "", id="quant", compact=True)
                 yield Label(m("model.ctx"))
-                yield Input(str(c.n_ctx), id="n_ctx", type="integer", compact=True)
+                yield Input(str(c.n_ctx or ""), id="n_ctx", type="integer", compact=True)
             with Horizontal(classes="buttons"):
                 yield Button(m("model.title"), id="load", variant="primary", compact=True)
                 yield Button(m("key.cancel"), id="cancel", compact=True)
@@ -46,7 +46,7 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
             return self.query_one(f"#{name}", Input).value.strip() or None
 
         raw_ctx = text("n_ctx")
-        n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else 2048
+        n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else None
         return ModelSpec(
             model=text("model"),
             backend=text("backend"),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Markdown
+
+if TYPE_CHECKING:
+    from amalia_edge.tui.history import Conversation
 
 
 class MessageView(Vertical):
@@ -13,6 +18,7 @@ class MessageView(Vertical):
     def __init__(self, role: str, label: str, content: str = "") -> None:
         super().__init__(classes=f"message -{role}")
         self.role = role
+        self.conversation: Conversation | None = None  # set on a reply: where it is saved
         self._label = label
         self._initial = content
         self.text = content

@@ -1,0 +1,104 @@
+"""Chat flows that need a model to misbehave on cue: a scripted one (see test_tui_snapshots).
+
+Everything else about the app runs for real; the llama.cpp-backed flows are in test_tui_app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from amalia_edge.tui.history import HistoryStore
+from amalia_edge.tui.settings import ModelSpec
+from tests.test_tui_app import RecordingApp, aio, saved, send, views
+from tests.test_tui_snapshots import ScriptedModel, scripted_loader, settle
+
+
+def make(tmp_path: Path, model: ScriptedModel) -> RecordingApp:
+    return RecordingApp(
+        ModelSpec("scripted"),
+        store=HistoryStore(tmp_path),
+        loader=scripted_loader(model),
+        monitor=None,
+    )
+
+
+@aio
+async def test_backend_failure_mid_reply_leaves_the_app_usable(tmp_path: Path) -> None:
+    model = ScriptedModel(fail_after=3)
+    app = RecordingApp(
+        ModelSpec("scripted"),
+        store=HistoryStore(tmp_path),
+        loader=scripted_loader(model),
+        monitor=None,
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "Olá")
+        await settle(app, pilot)
+        assert any(sev == "error" and "scripted backend failure" in n for n, sev in app.notes)
+        assert views(app) == [("user", "Olá")] and saved(app) == [("user", "Olá")]
+        model.fail_after = None
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert [r for r, _ in saved(app)] == ["user", "assistant"]
+
+
+@aio
+async def test_new_chat_during_a_reply_saves_it_in_its_own_conversation(tmp_path: Path) -> None:
+    model = ScriptedModel(delay=0.03)
+    app = make(tmp_path, model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "Primeira")
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if app.chat.message_list.views[-1].text:
+                break
+        first = app.conversation
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert app.conversation is not first and app.conversation.messages == []
+        old = app.store.open(first.id)
+        assert [m.role for m in old.messages] == ["user", "assistant"]
+        assert (
+            old.messages[1].stats is not None
+            and old.messages[1].stats["finish_reason"] == "cancelled"
+        )
+        assert views(app) == []
+
+
+@aio
+async def test_sending_while_loading_or_generating_is_refused_politely(tmp_path: Path) -> None:
+    import threading
+
+    gate = threading.Event()
+    loader = scripted_loader(ScriptedModel(delay=0.05))
+
+    def slow_loader(spec: Any) -> Any:
+        gate.wait(10)
+        return loader(spec)
+
+    app = RecordingApp(
+        ModelSpec("scripted"), store=HistoryStore(tmp_path), loader=slow_loader, monitor=None
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await send(app, pilot, "Olá")
+        await pilot.pause()
+        assert app.notes[-1][0] == app.msgs("note.wait_loading") and saved_or_empty(app) == []
+        gate.set()
+        await settle(app, pilot)
+        await send(app, pilot, "Olá")
+        await pilot.pause(0.1)
+        await send(app, pilot, "Outra")
+        await pilot.pause()
+        assert app.notes[-1][0] == app.msgs("note.busy")
+        assert app.chat.prompt.value == "Outra"  # kept, to send when the reply ends
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert [r for r, _ in saved(app)] == ["user", "assistant"]
+
+
+def saved_or_empty(app: RecordingApp) -> list[tuple[str, str]]:
+    return saved(app) if app.conversation.path.exists() else []
