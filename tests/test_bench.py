@@ -128,7 +128,7 @@ def test_parse_test_names():
     assert parse_test("tg128") == TestSpec(0, 128)
     assert parse_test("pp512+tg128") == TestSpec(512, 128)
     assert parse_test("pp512+tg128").name == "pp512+tg128"
-    for bad in ("pp", "tg-1", "xx12", "pp512tg128", "pp0", "", "tg 12"):
+    for bad in ("pp", "tg-1", "xx12", "pp512tg128", "pp0", "", "tg 12", "pp5+", "+tg5", "tg5+pp5"):
         with pytest.raises(BenchError):
             parse_test(bad)
 

@@ -23,6 +23,17 @@ from amalia_edge.errors import OutputError
 TMP_PREFIX = ".amalia-tmp-"
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do it once, at import, before any threads start.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; published files get the mode a plain open() would give them.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -68,6 +79,7 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
         raise os_error_message(exc, target) from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, _FILE_MODE)
         encoding = None if "b" in mode else "utf-8"
         fh: IO[Any]
         with os.fdopen(fd, mode, encoding=encoding) as fh:

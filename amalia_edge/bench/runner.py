@@ -62,7 +62,7 @@ PROMPT_TEXT = (
     "observa os barcos que atravessam para a outra margem. "
 )
 
-_TEST_RE = re.compile(r"^(?:pp(\d+))?(?:\+)?(?:tg(\d+))?$")
+_TEST_RE = re.compile(r"^(?:pp(\d+)(?:\+tg(\d+))?|tg(\d+))$")
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,12 @@ class TestSpec:
 def parse_test(name: str) -> TestSpec:
     """``pp512`` / ``tg128`` / ``pp512+tg128`` -> TestSpec; anything else is a BenchError."""
     m = _TEST_RE.match(name.strip())
-    ok = m is not None and (m.group(1) or m.group(2))
-    if ok and m is not None and m.group(1) and m.group(2) and "+" not in name:
-        ok = False
-    if not ok or m is None:
+    if m is None:
         raise BenchError(
             f"unknown test {name!r}",
             fix="name tests like llama-bench: ppN (prompt), tgN (generation) or ppN+tgM",
         )
-    p, g = int(m.group(1) or 0), int(m.group(2) or 0)
+    p, g = int(m.group(1) or 0), int(m.group(2) or m.group(3) or 0)
     if p == 0 and g == 0:
         raise BenchError(f"test {name!r} has no tokens", fix="use a count above 0")
     return TestSpec(p, g)
