@@ -456,8 +456,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("PPL", "ppl", "{:.3f}"),
     ("±", "ppl_err", "{:.3f}"),
     ("ΔPPL", "delta_ppl", "{:+.3f}"),
-    ("mean KLD", "kld_mean", "{:.5f}"),
-    ("p99 KLD", "kld_p99", "{:.5f}"),
+    ("mean KLD", "kld_mean", "{:.6f}"),
+    ("p99 KLD", "kld_p99", "{:.6f}"),
     ("same top %", "same_top_pct", "{:.2f}"),
 )
 

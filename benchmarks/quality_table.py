@@ -32,6 +32,7 @@ def main() -> int:
     p.add_argument("--chunks", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--types", default=",".join(TYPES))
+    p.add_argument("--calibration", default=None, help="imatrix text (default: shipped pt-PT)")
     p.add_argument("--work", default=None, help="work directory (default: a temporary one)")
     p.add_argument("--format", default="md", choices=("md", "csv", "json"))
     args = p.parse_args()
@@ -51,6 +52,7 @@ def main() -> int:
                 out=d,
                 gguf_types=["F32", *types],
                 imatrix="none" if label == "none" else "auto",
+                calibration=None if label == "none" else args.calibration,
                 threads=args.threads,
                 progress=False,
             )
@@ -74,6 +76,7 @@ def main() -> int:
         )
         report.reference = "F32"
         report.rows[0].quant, report.rows[0].label = "F32", "—"
+        report.rows[0].bpw = ref_entry.bpw
         for row in report.rows[1:]:
             quant, label = row.quant.split("|")
             row.quant, row.label = quant, label
@@ -90,7 +93,7 @@ def main() -> int:
         for t in types:
             a, b = by[(t, "none")], by[(t, "pt-PT")]
             ratio = b.kld_mean / a.kld_mean if a.kld_mean > 0 else float("nan")
-            print(f"| {t} | {a.kld_mean:.5f} | {b.kld_mean:.5f} | {ratio:.2f} |")
+            print(f"| {t} | {a.kld_mean:.6f} | {b.kld_mean:.6f} | {ratio:.2f} |")
         print()
         n = len(types)
         print(f"Quantizing (2 × {n} types + imatrix): {t_quant:.0f} s; total {t_total:.0f} s.")

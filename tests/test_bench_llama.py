@@ -30,7 +30,7 @@ def _check_consistent(rec: BenchRecord, reps: int) -> None:
     if rec.itl_p50_ms is not None:
         assert 0 < rec.itl_p50_ms <= rec.itl_p90_ms <= rec.itl_p99_ms  # type: ignore[operator]
     assert rec.model_size and rec.model_n_params and rec.bytes_per_token
-    assert rec.backend == "llama.cpp" and rec.amalia_edge_version
+    assert rec.backend in ("llama.cpp", "onnxruntime") and rec.amalia_edge_version
     assert rec.peak_rss and rec.peak_rss > 0
 
 
@@ -122,3 +122,41 @@ def test_bench_missing_quant_is_one_error(
     assert rc == 2
     err = capsys.readouterr().err
     assert err.count("amalia-edge: error:") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_bench_matrix_llama_cpp_and_onnxruntime(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Two real backends in one call: llama.cpp on GGUF and ONNX Runtime on the ONNX export."""
+    from amalia_edge.convert.pipeline import quantize
+
+    out = tmp_path / "a"
+    quantize(
+        tiny_checkpoint,
+        out,
+        ["Q8_0"],
+        imatrix="none",
+        onnx_types=["fp32"],
+        threads=2,
+        progress=False,
+    )
+    cfg = BenchConfig(
+        model=str(out),
+        tests=make_tests([16], [8]),
+        repetitions=2,
+        backends=["llama.cpp", "onnxruntime"],
+        n_threads=1,
+        measure_bandwidth=False,
+    )
+    res = run_bench(cfg)
+    assert not res.errors
+    assert [(r.backend, r.quant, r.test) for r in res.records] == [
+        ("llama.cpp", "Q8_0", "pp16"),
+        ("llama.cpp", "Q8_0", "tg8"),
+        ("onnxruntime", "fp32", "pp16"),
+        ("onnxruntime", "fp32", "tg8"),
+    ]
+    for rec in res.records:
+        _check_consistent(rec, 2)
+    onnx = res.records[2]
+    onnx_bytes = sum(p.stat().st_size for p in out.glob("model-fp32.onnx*"))
+    assert onnx.model_size == onnx_bytes  # graph + external weights, not the graph alone

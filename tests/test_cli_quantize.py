@@ -44,8 +44,15 @@ def _files(directory: Path) -> list[str]:
 
 
 def _assert_clean_failure(
-    capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra: str, expect: str
+    capsys: pytest.CaptureFixture[str],
+    src: Path,
+    out: Path,
+    *extra: str,
+    expect: str,
+    out_may_exist: bool = False,
 ) -> str:
+    """Run the CLI expecting one clean error line; OUT is not even created unless the
+    failure can only happen while writing (``out_may_exist``), and then it stays empty."""
     before = _hashes(src) if src.is_dir() else {}
     rc, stdout, err = _run(capsys, "quantize", str(src), "--out", str(out), *extra)
     assert rc != 0
@@ -56,6 +63,7 @@ def _assert_clean_failure(
     assert expect.lower() in lines[0].lower(), lines[0]
     assert stdout == ""
     assert _files(out) == [], "something was written to OUT"
+    assert out_may_exist or not out.exists(), "OUT was created for an input error"
     if src.is_dir():
         assert _hashes(src) == before, "the source was modified"
     return lines[0]
@@ -232,7 +240,9 @@ def test_unwritable_output_dir(
 
         monkeypatch.setattr(tempfile, "mkstemp", denied)
     try:
-        _assert_clean_failure(capsys, tiny_checkpoint, out, "--gguf", "f16", expect="writable")
+        _assert_clean_failure(
+            capsys, tiny_checkpoint, out, "--gguf", "f16", expect="writable", out_may_exist=True
+        )
     finally:
         out.chmod(0o700)
     # An output path below a regular file cannot be created either.
@@ -257,7 +267,9 @@ def test_disk_full_mid_write(
 
     monkeypatch.setattr(gguf_mod, "_write", full)
     out = tmp_path / "out"
-    _assert_clean_failure(capsys, tiny_checkpoint, out, "--gguf", "f16", expect="disk filled up")
+    _assert_clean_failure(
+        capsys, tiny_checkpoint, out, "--gguf", "f16", expect="disk filled up", out_may_exist=True
+    )
     monkeypatch.setattr(gguf_mod, "_write", real)
     rc, _, _ = _run(capsys, "quantize", str(tiny_checkpoint), "--out", str(out), "--gguf", "f16")
     assert rc == 0
@@ -410,3 +422,50 @@ def test_sigkill_mid_write_then_rerun_completes(tiny_checkpoint: Path, tmp_path:
     rc = main(["quantize", str(tiny_checkpoint), "--out", str(out), "--gguf", "f16,f32"])
     assert rc == 0
     assert _files(out) == ["Tiny-PT-F16.gguf", "Tiny-PT-F32.gguf", "manifest.json"]
+
+
+def test_source_as_repo_id_from_the_hf_cache(
+    capsys: Any, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub cache layout: snapshots hold symlinks into blobs/, refs/main names the commit.
+    repo = tmp_path / "hf" / "hub" / "models--utter--Tiny-PT"
+    snap = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in tiny_checkpoint.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.name.encode()).hexdigest()
+        blob.symlink_to(f)
+        (snap / f.name).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(capsys, "quantize", "utter/Tiny-PT", "--out", "out", "--gguf", "f16")
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text("utf-8"))
+    assert manifest["source"]["path"] == str(snap)
+    assert _files(tmp_path / "out") == ["Tiny-PT-F16.gguf", "manifest.json"]
+    rc, _, err = _run(capsys, "quantize", "utter/Nope", "--out", "out2", "--gguf", "f16")
+    assert rc != 0 and "Hugging Face cache" in err and not (tmp_path / "out2").exists()
+
+
+def test_not_enough_space_is_refused_before_writing(
+    capsys: Any, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import namedtuple
+
+    from amalia_edge.convert import pipeline
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 5 << 20))
+    line = _assert_clean_failure(
+        capsys,
+        tiny_checkpoint,
+        tmp_path / "out",
+        "--gguf",
+        "f16,q8_0",
+        expect="GiB free",
+        out_may_exist=True,
+    )
+    assert "--out" in line

@@ -111,8 +111,13 @@ def make_app(tmp_path: Path, model: Path | str, *, delay: float = 0.0, **kw: Any
 
 
 async def send(app: ChatApp, pilot: Any, text: str) -> None:
+    """Type ``text`` into the input box and submit it, without waiting for the reply.
+
+    (``pilot.press("enter")`` would wait until the app is idle, i.e. the reply has ended.)
+    """
     app.chat.prompt.value = text
-    await pilot.press("enter")
+    await app.chat.prompt.action_submit()
+    await asyncio.sleep(0.01)
 
 
 def saved(app: ChatApp) -> list[tuple[str, str]]:

@@ -501,7 +501,7 @@ class Runner:
             params = getattr(art, "params", None)
             shape = getattr(art, "shape", None)
             arch = getattr(shape, "architecture", None) or "llama"
-            rec.model_size = getattr(art, "weight_bytes", None) or getattr(art, "size", None)
+            rec.model_size = _weight_bytes(art)
             rec.model_n_params = params
             rec.model_type = " ".join(
                 x for x in (arch, size_label(params) if params else None, rec.quant) if x
@@ -568,6 +568,25 @@ class Runner:
             if all(p is not None for p in parts):
                 rec.rails_avg_w[rail] = sum(p for p in parts if p is not None) / seconds
                 rec.rails_peak_w[rail] = _peak(pts, spans)
+
+
+def _weight_bytes(art: Any) -> int | None:
+    """Bytes of weights: the runtime's figure, but never less than an ONNX graph's files.
+
+    An ONNX graph keeps its weights beside it in ``<file>.data`` (convert.onnx file names);
+    a manifest size that counts only the graph would make the roofline meaningless.
+    """
+    wb = getattr(art, "weight_bytes", None) or getattr(art, "size", None)
+    path = getattr(art, "path", None)
+    if path is not None:
+        from pathlib import Path
+
+        p = Path(path)
+        data = p.with_name(p.name + ".data")
+        if p.suffix == ".onnx" and p.is_file() and data.is_file():
+            files = p.stat().st_size + data.stat().st_size
+            wb = max(int(wb or 0), files)
+    return None if wb is None else int(wb)
 
 
 def _conditions(rec: BenchRecord, samples: list[Snapshot], t0: float, t1: float) -> None:

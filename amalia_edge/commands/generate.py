@@ -1,4 +1,10 @@
-"""``amalia-edge generate MODEL "prompt"``: stream one reply to stdout.
+"""``amalia-edge generate [MODEL] "prompt"``: stream one reply to stdout.
+
+MODEL is an artifacts directory or a ``.gguf`` file; leave it out (``generate "prompt"``)
+for the bundled demo model (:func:`amalia_edge.runtime.default_model_path`, prepared in the
+user cache on first use). With a single positional argument that argument is the PROMPT,
+except when it is plainly a model (a ``.gguf`` path or a directory with ``manifest.json``):
+then the missing PROMPT is reported instead of sending a path to the demo model as a prompt.
 
 The prompt goes through the model's own chat template with the pt-PT default system prompt
 (``--system`` replaces it, ``--system ""`` drops it; ``--raw`` sends the text as it is).
@@ -17,12 +23,28 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="artifacts directory or .gguf file")
+    parser.usage = "%(prog)s [options] [MODEL] PROMPT"
+    parser.description = (
+        "Generate a reply to one prompt, streamed to stdout. "
+        'Without MODEL (`amalia-edge generate "Olá!"`) the bundled demo model is used.'
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        default=None,
+        help="artifacts directory or .gguf file (default: the bundled demo model)",
+    )
     parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads stdin)')
     sel = parser.add_argument_group("selection")
     sel.add_argument("--backend", help="force a backend (llama.cpp, onnxruntime, tensorrt)")
     sel.add_argument("--quant", help="force an artifact quant type (e.g. Q4_K_M)")
-    sel.add_argument("--ctx", type=int, default=2048, help="context size in tokens (2048)")
+    sel.add_argument(
+        "--ctx",
+        type=int,
+        default=None,
+        help="context size in tokens (2048, or the model's own when smaller)",
+    )
     sel.add_argument(
         "--autotune",
         action="store_true",
@@ -48,10 +70,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON record at the end")
 
 
+def looks_like_model(arg: str) -> bool:
+    """Whether a lone positional argument is a MODEL rather than a PROMPT (see module doc)."""
+    from pathlib import Path
+
+    if "\n" in arg or len(arg) > 4096:
+        return False
+    path = Path(arg).expanduser()
+    try:
+        return path.suffix.lower() == ".gguf" or (path / "manifest.json").is_file()
+    except OSError:  # a prompt that is not a valid path at all
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    from amalia_edge.errors import AmaliaEdgeError
     from amalia_edge.runtime import LoadOptions, Message, SamplingParams, load_model
     from amalia_edge.runtime.events import Finished, TokenEvent
 
+    if args.model is None and looks_like_model(args.prompt):
+        raise AmaliaEdgeError(
+            f"no PROMPT given ({args.prompt!r} is a model)",
+            fix=f'use `amalia-edge generate {args.prompt} "your prompt"`',
+        )
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     sampling = SamplingParams(
         temperature=args.temperature,

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ from amalia_edge.errors import (
     ArtifactError,
     BackendUnavailableError,
     ConversionError,
+    OutputError,
     QuantTypeError,
 )
 
@@ -181,41 +183,35 @@ def _load_old(out: Path) -> Manifest | None:
         return None
 
 
-def _resolve_imatrix(
-    imatrix: str | os.PathLike[str] | None,
+def _imatrix_module() -> Any | None:
+    """``amalia_edge.convert.imatrix`` when this install has it, else None (logged)."""
+    try:
+        return importlib.import_module("amalia_edge.convert.imatrix")
+    except ModuleNotFoundError as exc:
+        if exc.name != "amalia_edge.convert.imatrix":
+            raise
+        log.warning("no importance-matrix module in this install; quantizing without one")
+        return None
+
+
+def _auto_imatrix(
+    module: Any,
     ckpt: Checkpoint,
     out: Path,
     calibration: str | os.PathLike[str] | None,
-    wanted: bool,
-    progress: bool = False,
-) -> Path | None:
-    """``"none"``/None: no imatrix; ``"auto"``: make one with convert.imatrix when a type
-    llama.cpp quantizes is requested; else a path, validated as a GGUF imatrix."""
+    progress: bool,
+) -> Path:
+    """Make (or reuse) the pt-PT imatrix in ``out`` with ``convert.imatrix.ensure_imatrix``."""
     from amalia_edge.convert.quantize import load_imatrix
 
-    if imatrix is None or str(imatrix).lower() == "none":
-        return None
-    if str(imatrix).lower() == "auto":
-        if not wanted:
-            return None
-        try:
-            imatrix_mod = importlib.import_module("amalia_edge.convert.imatrix")
-        except ModuleNotFoundError as exc:
-            if exc.name != "amalia_edge.convert.imatrix":
-                raise
-            log.warning("no importance-matrix module in this install; quantizing without one")
-            return None
-        bar = ProgressBar("imatrix", enabled=progress, unit="chunks")
-        path = Path(
-            imatrix_mod.ensure_imatrix(
-                ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
-            )
+    bar = ProgressBar("imatrix", enabled=progress, unit="chunks")
+    path = Path(
+        module.ensure_imatrix(
+            ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
         )
-        bar.close(f"→ {path.name}")
-        load_imatrix(path)
-        return path
-    path = Path(imatrix).expanduser()
-    load_imatrix(path)  # raises ImatrixError with the fix
+    )
+    bar.close(f"→ {path.name}")
+    load_imatrix(path)
     return path
 
 
@@ -238,6 +234,42 @@ def _tensor_bpw(path: Path, params: int) -> float | None:
         # A ggml type newer than this gguf-py (Q1_0, Q2_0 in gguf 0.19): whole file instead.
         nbytes = path.stat().st_size
     return round(nbytes * 8 / params, 4)
+
+
+# Room left on the output disk beyond the files themselves (manifest, file-system overhead).
+_SPACE_MARGIN = 64 << 20
+
+
+def _check_space(
+    ckpt: Checkpoint,
+    out: Path,
+    writer_types: list[QuantType],
+    llama_types: list[QuantType],
+    intermediate: str | None,
+    params: int,
+) -> None:
+    """Refuse before writing anything when the files to build cannot fit on the disk.
+
+    Sizes: exact tensor bytes for the writer's types (and a temporary intermediate), the
+    table's nominal bits per weight for llama.cpp's types. Replaced files count in full:
+    each new file exists beside the old one until its rename.
+    """
+    from amalia_edge.convert import gguf as gguf_writer
+
+    need = sum(sum(t.nbytes for t in gguf_writer.plan(ckpt, q.name)) for q in writer_types)
+    need += sum(int(params * q.bpw / 8) for q in llama_types)
+    if intermediate is not None:
+        need += sum(t.nbytes for t in gguf_writer.plan(ckpt, intermediate))
+    if not need:
+        return
+    free = shutil.disk_usage(out).free
+    if need + _SPACE_MARGIN > free:
+        gib = 1 << 30
+        raise OutputError(
+            f"{out} has {free / gib:.1f} GiB free but these files need about "
+            f"{(need + _SPACE_MARGIN) / gib:.1f} GiB",
+            fix="free some space, choose another --out, or ask for fewer --gguf types",
+        )
 
 
 def _reusable(
@@ -271,40 +303,51 @@ def run_quantize(
     """Do the work of :func:`quantize` and say what was built and what was reused."""
     from amalia_edge.checkpoint import open_checkpoint
     from amalia_edge.convert import gguf as gguf_writer
+    from amalia_edge.convert.quantize import load_imatrix
 
+    # Every check that needs no writing comes first: a bad option leaves OUT untouched.
     ckpt = open_checkpoint(None if source is None else str(source))
     types = _parse_types(gguf_types)
     onnx_list = [p.strip().lower() for p in onnx_types if p.strip()]
     if threads is not None and threads < 0:
         raise ConversionError(
-            f"--threads must be positive, got {threads}", fix="omit it to use all cores"
+            f"--threads must be 0 (every core) or more, got {threads}", fix="omit it"
         )
-    out_dir = Path(out).expanduser()
-    _prepare_out(out_dir)
-
-    versions = tool_versions()
-    fingerprint = ckpt.fingerprint()
-    old = None if force else _load_old(out_dir)
     params = sum(math.prod(t.shape) for t in gguf_writer.plan(ckpt, "F32"))
     llama_types = [t for t in types if t.writer == "llama.cpp"]
     have_llama = importlib.util.find_spec("llama_cpp") is not None
-    # An explicit imatrix path is checked first; "auto" only runs when it can be used.
-    imx_path = _resolve_imatrix(
-        imatrix, ckpt, out_dir, calibration, bool(llama_types) and have_llama, progress
-    )
+    mode = "none" if imatrix is None else str(imatrix)
+    imx_path: Path | None = None
+    imx_module: Any | None = None
+    if mode.lower() == "auto":
+        if llama_types and have_llama:
+            imx_module = _imatrix_module()
+    elif mode.lower() != "none":
+        imx_path = Path(mode).expanduser()
+        load_imatrix(imx_path)  # raises ImatrixError with the fix
     if llama_types and not have_llama:
         raise BackendUnavailableError(
             "llama-cpp-python is not installed, so llama.cpp's quantizer is unavailable for "
             + ", ".join(t.name for t in llama_types),
             fix="pip install 'amalia-edge[llama]', or only ask for f32,f16,bf16,q8_0",
         )
-    missing = [t.name for t in llama_types if t.needs_imatrix and imx_path is None]
+    missing = [
+        t.name for t in llama_types if t.needs_imatrix and imx_path is None and imx_module is None
+    ]
     if missing:
         raise QuantTypeError(
             f"{', '.join(missing)} need{'s' if len(missing) == 1 else ''} an importance matrix",
             fix="pass --imatrix FILE (a llama-imatrix GGUF) or --imatrix auto, or drop "
             + ", ".join(missing),
         )
+
+    out_dir = Path(out).expanduser()
+    _prepare_out(out_dir)
+    versions = tool_versions()
+    fingerprint = ckpt.fingerprint()
+    old = None if force else _load_old(out_dir)
+    if imx_module is not None:
+        imx_path = _auto_imatrix(imx_module, ckpt, out_dir, calibration, progress)
     imx_sha = sha256_file(imx_path) if imx_path is not None else None
 
     writer_versions = {"amalia_edge": versions["amalia_edge"], "gguf": versions["gguf"]}
@@ -336,36 +379,35 @@ def run_quantize(
         )
         result.built.append(qt.name)
 
-    # 1. Types the GGUF writer makes directly.
+    # What is current already (checked by hash), and what has to be built.
+    todo_writer: list[QuantType] = []
+    todo: list[QuantType] = []
     for qt in types:
-        if qt.writer != "amalia":
-            continue
+        amalia = qt.writer == "amalia"
         entry = old_entry("gguf", qt.name)
-        if _reusable(entry, out_dir, name_of(qt), fingerprint, writer_versions, None):
+        vers = writer_versions if amalia else llama_versions
+        if _reusable(entry, out_dir, name_of(qt), fingerprint, vers, None if amalia else imx_sha):
             assert entry is not None
             entries[qt.name] = entry
             result.reused.append(qt.name)
-            continue
+        else:
+            (todo_writer if amalia else todo).append(qt)
+    mid_name = _intermediate_type(ckpt)
+    need_mid = bool(todo) and mid_name not in [t.name for t in types]
+    _check_space(ckpt, out_dir, todo_writer, todo, mid_name if need_mid else None, params)
+
+    # 1. Types the GGUF writer makes directly.
+    for qt in todo_writer:
         bar = ProgressBar(qt.name, enabled=progress)
         res = gguf_writer.write_gguf(ckpt, out_dir / name_of(qt), qt.name, progress=bar)
         bar.close(f"→ {res.path.name}")
         record(qt, res.path, writer_versions, imx=False)
 
     # 2. Types llama.cpp's quantizer makes from one high-precision GGUF.
-    todo: list[QuantType] = []
-    for qt in llama_types:
-        entry = old_entry("gguf", qt.name)
-        if _reusable(entry, out_dir, name_of(qt), fingerprint, llama_versions, imx_sha):
-            assert entry is not None
-            entries[qt.name] = entry
-            result.reused.append(qt.name)
-        else:
-            todo.append(qt)
     if todo:
-        from amalia_edge.convert.quantize import llama_quantize, load_imatrix
+        from amalia_edge.convert.quantize import llama_quantize
 
         imx = load_imatrix(imx_path) if imx_path is not None else None
-        mid_name = _intermediate_type(ckpt)
         temp_mid: Path | None = None
         if mid_name in entries:
             mid_path = out_dir / entries[mid_name].file

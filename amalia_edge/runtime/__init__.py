@@ -2,10 +2,14 @@
 
 ```python
 from amalia_edge.runtime import load_model, SamplingParams, Message
-with load_model("artifacts/") as model:
+with load_model("artifacts/") as model:   # load_model() / None: the bundled demo model
     for event in model.stream_chat([Message("user", "Olá!")], sampling=SamplingParams(seed=1)):
         ...
 ```
+
+``default_model_path()`` is the default MODEL of every front end (generate, chat, bench): the
+bundled demo model's artifacts directory in the user cache, converted on first use;
+``resolve_model(None)`` and ``load_model(None)`` go through it.
 
 See ``docs/architecture.md`` (runtime) for the contract. The names below are imported on
 first use (PEP 562), so ``import amalia_edge.runtime.registry`` (``doctor``) does not pay for
@@ -19,6 +23,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from amalia_edge.runtime.artifacts import ModelSource, default_model_path, resolve_model
     from amalia_edge.runtime.backend import (
         Availability,
         Backend,
@@ -28,10 +33,13 @@ if TYPE_CHECKING:
     )
     from amalia_edge.runtime.chat import DEFAULT_SYSTEM_PROMPT, Message
     from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
-    from amalia_edge.runtime.model import Model, load_model, plan
+    from amalia_edge.runtime.model import DEFAULT_N_CTX, Model, default_n_ctx, load_model, plan
     from amalia_edge.runtime.sampling import SamplingParams
 
 _EXPORTS: dict[str, str] = {
+    "ModelSource": "artifacts",
+    "default_model_path": "artifacts",
+    "resolve_model": "artifacts",
     "Availability": "backend",
     "Backend": "backend",
     "BackendSession": "backend",
@@ -44,13 +52,16 @@ _EXPORTS: dict[str, str] = {
     "PromptProcessed": "events",
     "Started": "events",
     "TokenEvent": "events",
+    "DEFAULT_N_CTX": "model",
     "Model": "model",
+    "default_n_ctx": "model",
     "load_model": "model",
     "plan": "model",
     "SamplingParams": "sampling",
 }
 
 __all__ = [
+    "DEFAULT_N_CTX",
     "DEFAULT_SYSTEM_PROMPT",
     "Availability",
     "Backend",
@@ -61,12 +72,16 @@ __all__ = [
     "MemoryEstimate",
     "Message",
     "Model",
+    "ModelSource",
     "PromptProcessed",
     "SamplingParams",
     "Started",
     "TokenEvent",
+    "default_model_path",
+    "default_n_ctx",
     "load_model",
     "plan",
+    "resolve_model",
 ]
 
 

@@ -13,12 +13,13 @@ Errors are :class:`~amalia_edge.errors.ArtifactError` with the fix in the messag
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from amalia_edge.errors import ArtifactError, UnsupportedArchitectureError
+from amalia_edge.errors import ArtifactError, OutputError, UnsupportedArchitectureError
 from amalia_edge.runtime.gguf_header import GGUFHeader, read_gguf_header
 
 # GGUF ``general.architecture`` values amalia-edge runs. Source: llama.cpp src/llama-arch.cpp
@@ -261,12 +262,15 @@ def _shape_from_manifest_model(model: Mapping[str, Any]) -> ModelShape | None:
         return None
 
 
-def resolve_model(model: str | os.PathLike[str]) -> ModelSource:
+def resolve_model(model: str | os.PathLike[str] | None = None) -> ModelSource:
     """Turn MODEL (artifacts directory or .gguf file) into a :class:`ModelSource`.
 
-    Raises ArtifactError for a path that does not exist, a directory without a manifest,
-    or a file that is not a usable GGUF.
+    ``None`` means the bundled demo model: :func:`default_model_path` (converted into the
+    user cache on first use, which takes seconds). Raises ArtifactError for a path that does
+    not exist, a directory without a manifest, or a file that is not a usable GGUF.
     """
+    if model is None:
+        model = default_model_path()
     path = Path(model).expanduser()
     if not path.exists():
         raise ArtifactError(
@@ -285,3 +289,116 @@ def resolve_model(model: str | os.PathLike[str]) -> ModelSource:
     art = inspect_gguf(path)
     name = str(art.metadata.get("general.name") or path.stem)
     return ModelSource(path, "gguf", [art], name)
+
+
+# --- the bundled demo model as the default MODEL -------------------------------------------
+
+# What the demo's cached artifacts directory holds: the same set `amalia-edge quantize`
+# writes by default (amalia_edge.convert.quant_types.DEFAULT_TYPES), so selection has a real
+# choice to explain. Q4_K_M comes from llama.cpp's quantizer and is left out when
+# llama-cpp-python is not installed (F16 and Q8_0 are written by amalia-edge itself).
+DEMO_GGUF_TYPES: tuple[str, ...] = ("F16", "Q8_0", "Q4_K_M")
+_NEEDS_LLAMA_CPP = frozenset({"Q4_K_M"})
+
+
+def demo_cache_root() -> Path:
+    """``<user cache dir>/amalia-edge`` (platformdirs; honours ``XDG_CACHE_HOME`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("amalia-edge", appauthor=False))
+
+
+def demo_gguf_types() -> tuple[str, ...]:
+    """:data:`DEMO_GGUF_TYPES`, less those needing llama.cpp's quantizer when it is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        return DEMO_GGUF_TYPES
+    return tuple(t for t in DEMO_GGUF_TYPES if t not in _NEEDS_LLAMA_CPP)
+
+
+def _demo_ready(directory: Path, types: Sequence[str]) -> bool:
+    """Whether ``directory`` already holds every wanted GGUF, at the size its manifest says.
+
+    A cheap check (no hashing, no numpy): when it fails, :func:`quantize` is run, which
+    itself reuses whatever is intact (by hash) and rebuilds the rest.
+    """
+    import json
+
+    try:
+        data = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        have: dict[str, bool] = {}
+        for entry in data["artifacts"]:
+            if entry.get("kind") != "gguf":
+                continue
+            f = directory / entry["file"]
+            have[str(entry["quant"]).upper()] = f.is_file() and f.stat().st_size == entry["size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all(have.get(t.upper(), False) for t in types)
+
+
+def default_model_path(*, progress: bool = False) -> Path:
+    """The artifacts directory of the bundled demo model: the default MODEL of every command.
+
+    ``<user cache>/amalia-edge/demo-<checkpoint fingerprint[:12]>/``, made on first use from
+    ``amalia_edge/data/demo`` with :func:`amalia_edge.convert.pipeline.quantize` (GGUF
+    :func:`demo_gguf_types`, no importance matrix: the ~17 s of CPU one costs buys nothing
+    worth it on a 5 M-parameter demo) and reused afterwards; a new demo checkpoint (new
+    fingerprint) gets a new directory. The first call logs one line on stderr and takes a
+    few seconds, so the TUI calls this from a worker thread. ``progress``: per-tensor bars.
+
+    Raises :class:`~amalia_edge.errors.AmaliaEdgeError` subclasses (one line, with the fix)
+    when the demo checkpoint is missing or the cache directory cannot be written.
+    """
+    import sys
+
+    from amalia_edge.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(None, tokenizer=False)
+    out = demo_cache_root() / f"demo-{ckpt.fingerprint()[:12]}"
+    types = demo_gguf_types()
+    if _demo_ready(out, types):
+        return out
+    try:
+        with _exclusive(out.with_name(out.name + ".lock")):
+            # Another process (the TUI and a `generate`, say) may have finished it meanwhile.
+            if _demo_ready(out, types):
+                return out
+            print(
+                f"amalia-edge: preparing the bundled demo model in {out} (first run only)",
+                file=sys.stderr,
+                flush=True,
+            )
+            from amalia_edge.convert.pipeline import quantize
+
+            quantize(None, out, types, imatrix="none", progress=progress)
+    except OutputError as exc:  # the cache is not writable: say where else to go
+        raise OutputError(
+            f"cannot prepare the bundled demo model in {out} ({exc.problem})",
+            fix="set XDG_CACHE_HOME to a writable directory, or pass MODEL explicitly",
+        ) from None
+    return out
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``lock_path`` (POSIX ``flock``; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent first runs just duplicate the work
+        yield
+        return
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "a")  # noqa: SIM115 - held open for the lock's lifetime
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create {lock_path} ({exc.strerror})", fix="check the disk"
+        ) from None
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # share of the context, so a long --max-tokens does not evict the whole conversation.
 REPLY_RESERVE_SHARE = 0.25
 
+# Context size when none is asked for: enough for a chat turn or a benchmark prompt while
+# keeping the KV cache small on a 32 GB Orin (2048 tokens of AMÁLIA-9B's f16 KV ≈ 0.3 GiB).
+DEFAULT_N_CTX = 2048
+
 
 class Model:
     """A loaded model plus the selection that chose it. Use as a context manager or ``close()``."""
@@ -160,36 +164,53 @@ def _probe_device() -> DeviceInfo | None:
         return None
 
 
+def default_n_ctx(source: ModelSource) -> int:
+    """:data:`DEFAULT_N_CTX`, or less when the model was trained on a shorter context."""
+    trained = [
+        a.shape.n_ctx_train for a in source.usable() if a.shape and a.shape.n_ctx_train
+    ]
+    return min([DEFAULT_N_CTX, *trained])
+
+
 def plan(
-    path: str | os.PathLike[str] | ModelSource,
+    path: str | os.PathLike[str] | ModelSource | None = None,
     *,
     backend: str | None = None,
     quant: str | None = None,
-    n_ctx: int = 2048,
+    n_ctx: int | None = DEFAULT_N_CTX,
     device: DeviceInfo | None = None,
     options: LoadOptions | None = None,
 ) -> tuple[ModelSource, Selection, DeviceInfo | None]:
-    """Resolve and select without loading (``generate --explain``, ``doctor``)."""
-    if n_ctx < 16:
+    """Resolve and select without loading (``generate --explain``, ``doctor``).
+
+    ``path`` None: the bundled demo model (:func:`~.artifacts.default_model_path`).
+    ``n_ctx`` None: :func:`default_n_ctx` (2048, capped at the model's training context).
+    """
+    if n_ctx is not None and n_ctx < 16:
         raise ContextOverflowError(
             f"context size {n_ctx} is too small", fix="use --ctx 512 or more"
         )
     source = path if isinstance(path, ModelSource) else resolve_model(path)
+    if n_ctx is None:
+        n_ctx = default_n_ctx(source)
     device = device if device is not None else _probe_device()
     sel = select(source, device, n_ctx, backend=backend, quant=quant, options=options)
     return source, sel, device
 
 
 def load_model(
-    path: str | os.PathLike[str] | ModelSource,
+    path: str | os.PathLike[str] | ModelSource | None = None,
     backend: str | None = None,
     quant: str | None = None,
-    n_ctx: int = 2048,
+    n_ctx: int | None = DEFAULT_N_CTX,
     device: DeviceInfo | None = None,
     autotune: bool = False,
     options: LoadOptions | None = None,
 ) -> Model:
     """Resolve MODEL, probe the device, select a candidate and load it.
+
+    ``path`` None loads the bundled demo model (converted into the user cache on first use);
+    ``n_ctx`` None means 2048 capped at the model's training context (:func:`default_n_ctx`).
 
     When a load fails (:class:`BackendError`), the next viable candidate is tried and the
     failure is recorded in ``model.selection`` (status ``failed`` with its reason). Raises
@@ -202,7 +223,7 @@ def load_model(
         sel = _autotune(sel, device, options)
     while (cand := sel.chosen) is not None:
         try:
-            session = registry.get(cand.backend).load(cand.artifact, n_ctx, options)
+            session = registry.get(cand.backend).load(cand.artifact, sel.n_ctx, options)
         except BackendError as exc:
             log.warning("%s %s failed to load: %s", cand.backend, cand.artifact.quant, exc)
             sel.mark_failed(cand, str(exc))

@@ -17,9 +17,12 @@ import importlib
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from amalia_edge.errors import BackendError
-from amalia_edge.runtime.backend import Backend
+
+if TYPE_CHECKING:  # only for annotations: `doctor` lists the registry without importing it
+    from amalia_edge.runtime.backend import Backend
 
 log = logging.getLogger(__name__)
 

@@ -57,13 +57,41 @@ class LiveStats:
 
 
 class StatsTracker:
-    """Accumulates one reply's numbers; not thread-safe (one worker thread feeds it)."""
+    """Accumulates one reply's numbers; not thread-safe (one worker thread feeds it).
+
+    A token only bumps counters; the :class:`LiveStats` frame is rebuilt when :attr:`stats`
+    is read (once per UI update), so a fast model pays no per-token allocation.
+    """
+
+    _stats: LiveStats
+    _dirty: bool
+    _tokens: int
+    _prompt_tokens: int
 
     def __init__(self, base: LiveStats | None = None) -> None:
         self._reset(base or LiveStats())
 
+    @property
+    def stats(self) -> LiveStats:
+        if self._dirty:
+            self._dirty = False
+            self._stats = dataclasses.replace(
+                self._stats,
+                tokens=self._tokens,
+                ctx_used=self._prompt_tokens + self._tokens,
+                decode_tps=self._decode_tps(),
+                spark=tuple(self._spark),
+                joules_per_token=self._jpt(),
+            )
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: LiveStats) -> None:
+        self._stats, self._dirty = value, False
+
     def _reset(self, base: LiveStats) -> None:
-        self.stats = base
+        self._stats = base
+        self._dirty = False
         self._t_start: float | None = None
         self._t_first: float | None = None
         self._t_last: float | None = None
@@ -109,14 +137,7 @@ class StatsTracker:
                 rate = (self._tokens - 1 - self._spark_n) / (event.t - self._spark_t)
                 self._spark = [*self._spark, rate][-SPARK_POINTS:]
                 self._spark_t, self._spark_n = event.t, self._tokens - 1
-            self.stats = dataclasses.replace(
-                self.stats,
-                tokens=self._tokens,
-                ctx_used=self._prompt_tokens + self._tokens,
-                decode_tps=self._decode_tps(),
-                spark=tuple(self._spark),
-                joules_per_token=self._jpt(),
-            )
+            self._dirty = True
         elif isinstance(event, Finished):
             self._tokens = event.completion_tokens
             self.stats = dataclasses.replace(
