@@ -15,7 +15,7 @@ perplexity.cpp``, ``kl_divergence()``), computed here through llama-cpp-python w
   percentile KLD, and same-top-token %.
 
 Memory: the reference's log-probabilities for the scored positions are kept in a temporary
-float32 memory-mapped file (chunks × ctx/2 × vocab × 4 bytes: 8 MB for the demo model's
+float32 memory-mapped file (chunks × ctx/2 × vocab × 4 bytes: 67 MB for the demo model's
 4k vocabulary and 32 chunks of 256, ~4.2 GB for a 128k vocabulary at 32 chunks of 512; use
 ``--chunks`` to bound it), so only one model is loaded at a time.
 

@@ -462,3 +462,26 @@ def test_same_file_as_llama_cpp_converter(
     for name, t in a.items():
         assert (b[name].tensor_type, list(b[name].shape)) == (t.tensor_type, list(t.shape)), name
         np.testing.assert_array_equal(np.asarray(b[name].data), np.asarray(t.data), name)
+
+
+def test_fast_metadata_packing_is_byte_identical_to_gguf_py(
+    make_checkpoint: Callable[..., Path],
+) -> None:
+    import io
+
+    import gguf
+    from gguf.gguf_writer import WriterState
+
+    from amalia_edge.convert import gguf as writer_mod
+
+    for spec in ({}, {"tokenizer": "bpe"}, {"extra_vocab": 3000}):
+        ckpt = open_checkpoint(make_checkpoint(**spec))
+        blobs = []
+        for w in (gguf.GGUFWriter(None, "llama"), writer_mod._fast_writer("llama")):
+            writer_mod._add_metadata(w, ckpt, 1, 1)
+            w.fout = [io.BytesIO()]
+            w.state = WriterState.EMPTY
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            blobs.append(w.fout[0].getvalue())
+        assert blobs[0] == blobs[1], spec

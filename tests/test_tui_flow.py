@@ -102,3 +102,44 @@ async def test_sending_while_loading_or_generating_is_refused_politely(tmp_path:
 
 def saved_or_empty(app: RecordingApp) -> list[tuple[str, str]]:
     return saved(app) if app.conversation.path.exists() else []
+
+
+@aio
+async def test_settings_modal_validates_and_applies(tmp_path: Path) -> None:
+    from textual.widgets import Input, TextArea
+
+    model = ScriptedModel()
+    app = make(tmp_path, model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f2")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#temperature", Input).value = "3.5"  # out of range
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen and app.notes[-1][1] == "error"
+        assert "Temperatura" in app.notes[-1][0]
+        screen.query_one("#temperature", Input).value = "0.2"
+        screen.query_one("#max_tokens", Input).value = "5"
+        screen.query_one("#system", TextArea).text = "Responde só com uma palavra."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is not screen
+        s = app.settings
+        assert (s.temperature, s.max_tokens, s.system) == (0.2, 5, "Responde só com uma palavra.")
+        await send(app, pilot, "Olá")
+        await settle(app, pilot)
+        system, user = model.requests[-1][:2]
+        assert (system.role, system.content) == ("system", "Responde só com uma palavra.")
+        assert (user.role, user.content) == ("user", "Olá")
+        assert app.conversation.messages[-1].stats["completion_tokens"] == 5  # type: ignore[index]
+        assert app.store.open(app.conversation.id).system == "Responde só com uma palavra."
+
+
+def test_cli_rejects_bad_sampling_in_one_line(capsys: Any) -> None:
+    from amalia_edge.cli import main
+
+    assert main(["chat", "--temperature", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("amalia-edge: error: --temperature is out of range") and "\n" not in err

@@ -37,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load llama.cpp, ONNX Runtime and TensorRT to verify their GPU builds",
     )
-    parser.add_argument("--n-ctx", type=int, default=2048, help="context size for MODEL (2048)")
+    parser.add_argument(
+        "--n-ctx",
+        type=int,
+        default=None,
+        help="context size for MODEL (2048, or the model's own when smaller)",
+    )
 
 
 def _gib(n: int | None) -> str:
@@ -134,17 +139,22 @@ def backend_rows(
     return rows, None
 
 
-def selection_for(model: str, info: DeviceInfo, n_ctx: int) -> tuple[Any, str | None]:
+def selection_for(model: str, info: DeviceInfo, n_ctx: int | None) -> tuple[Any, str | None]:
     """The runtime's selection for MODEL on this device, or (None, why it is unavailable).
 
-    The runtime's own errors (bad model path, nothing fits) propagate: they are the answer.
+    ``n_ctx`` None: what ``generate`` would use (2048, capped at the model's training
+    context). The runtime's own errors (bad model path, nothing fits) propagate: they are
+    the answer.
     """
     try:
         artifacts = importlib.import_module("amalia_edge.runtime.artifacts")
         selection = importlib.import_module("amalia_edge.runtime.selection")
+        runtime_model = importlib.import_module("amalia_edge.runtime.model")
     except ImportError as exc:
         return None, f"runtime selection not available ({exc})"
     source = artifacts.resolve_model(model)
+    if n_ctx is None:
+        n_ctx = runtime_model.default_n_ctx(source)
     return selection.select(source, info, n_ctx), None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,29 +213,37 @@ def _read_rows(info: Any, start: int, stop: int) -> np.ndarray[Any, Any]:
     return out
 
 
+# Elements per slice in the BF16 -> F16 fast path: small enough that the integer passes run
+# in cache (measured here: ~7 ns/element on 16M-element blocks, ~3 ns on 1M).
+_F16_SLICE = 1 << 20
+
+
 def bf16_bits_to_f16(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """BF16 (uint16 bits) → float16, identical to ``float32(bf16).astype(float16)``.
 
     BF16's 7 mantissa bits fit in F16's 10, so every BF16 value whose exponent is inside
-    F16's normal range converts exactly by moving bit fields (integer ops, ~10× faster than
-    numpy's float32 → float16 cast). The rest (|x| < 2**-14, |x| >= 2**16, inf, NaN) go
-    through the float cast so rounding, subnormals and overflow stay numpy's.
+    F16's normal range converts exactly by moving bit fields (integer ops, several times
+    faster than numpy's float32 → float16 cast). The rest (|x| < 2**-14, |x| >= 2**16, inf,
+    NaN) go through the float cast so rounding, subnormals and overflow stay numpy's.
     """
     u16 = np.uint16  # numpy scalars: Python ints in uint16 arithmetic take a slow path
-    b = bits.view(u16)
-    mag = b & u16(0x7FFF)
-    # F16 exponent = BF16 exponent - 112 (bias 127 -> 15): one subtraction of 112 << 7 on the
-    # BF16 bit pattern, then a shift of 3 lines the 7 mantissa bits up with F16's 10.
-    out = mag - u16(112 << 7)
-    out <<= u16(3)
-    out |= b & u16(0x8000)
-    special = np.flatnonzero((mag < u16(113 << 7)) | (mag >= u16(143 << 7)))
-    if special.size:
-        flat_out = out.reshape(-1)
-        wide = b.reshape(-1)[special].astype(np.uint32) << 16
-        with np.errstate(over="ignore"):  # overflow to inf is the right answer
-            flat_out[special] = wide.view(np.float32).astype(np.float16).view(u16)
-    return out.view(np.float16)
+    flat = np.ascontiguousarray(bits).view(u16).reshape(-1)
+    result = np.empty(flat.shape, dtype=u16)
+    for i in range(0, flat.size, _F16_SLICE):
+        b = flat[i : i + _F16_SLICE]
+        out = result[i : i + _F16_SLICE]
+        mag = b & u16(0x7FFF)
+        # F16 exponent = BF16 exponent - 112 (bias 127 -> 15): subtract 112 << 7 on the BF16
+        # bit pattern, then shift by 3 to line the 7 mantissa bits up with F16's 10.
+        np.subtract(mag, u16(112 << 7), out=out)
+        out <<= u16(3)
+        out |= b & u16(0x8000)
+        special = np.flatnonzero((mag < u16(113 << 7)) | (mag >= u16(143 << 7)))
+        if special.size:
+            wide = b[special].astype(np.uint32) << 16
+            with np.errstate(over="ignore"):  # overflow to inf is the right answer
+                out[special] = wide.view(np.float32).astype(np.float16).view(u16)
+    return result.view(np.float16).reshape(bits.shape)
 
 
 def _to_float32(native: np.ndarray[Any, Any], src_dtype: str) -> np.ndarray[Any, Any]:
@@ -441,6 +450,48 @@ def _add_vocab(w: Any, ckpt: Checkpoint) -> None:
         w.add_chat_template(v.chat_template)
 
 
+def _fast_writer(arch: str) -> Any:
+    """A ``gguf.GGUFWriter`` that packs long str/float/int arrays (the 128k-entry tokenizer
+    tables) with one join or one numpy call instead of one ``struct.pack`` per item.
+
+    The bytes are the same as gguf-py's (checked by ``tests/test_gguf.py``); anything else,
+    or a big-endian file, goes through gguf-py's own packing.
+    """
+    import gguf
+
+    vt = gguf.GGUFValueType
+
+    class FastWriter(gguf.GGUFWriter):
+        def _pack_val(
+            self, val: Any, vtype: Any, add_vtype: bool, sub_type: Any | None = None
+        ) -> bytes:
+            if (
+                vtype == vt.ARRAY
+                and sub_type is None
+                and self.endianess == gguf.GGUFEndian.LITTLE
+                and isinstance(val, (list, tuple))
+                and len(val) >= 256
+            ):
+                body = _pack_array(val)
+                if body is not None:
+                    return (struct.pack("<I", vt.ARRAY) if add_vtype else b"") + body
+            return bytes(super()._pack_val(val, vtype, add_vtype, sub_type))
+
+    def _pack_array(val: list[Any] | tuple[Any, ...]) -> bytes | None:
+        head = struct.Struct("<IQ")
+        if all(isinstance(v, (str, bytes, bytearray)) for v in val):
+            items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in val]
+            size = struct.Struct("<Q").pack
+            return head.pack(vt.STRING, len(items)) + b"".join(size(len(b)) + b for b in items)
+        if all(type(v) is float for v in val):
+            return head.pack(vt.FLOAT32, len(val)) + np.asarray(val, dtype="<f4").tobytes()
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in val):
+            return head.pack(vt.INT32, len(val)) + np.asarray(val, dtype="<i4").tobytes()
+        return None
+
+    return FastWriter(None, arch)
+
+
 def write_gguf(
     ckpt: Checkpoint,
     path: str | os.PathLike[str],
@@ -465,7 +516,7 @@ def write_gguf(
     params = sum(math.prod(t.shape) for t in tensors)
     path = Path(path)
 
-    writer = gguf.GGUFWriter(None, ckpt.config.gguf_arch)
+    writer = _fast_writer(ckpt.config.gguf_arch)
     _add_metadata(writer, ckpt, ftype, params)
     for t in tensors:
         writer.add_tensor_info(
@@ -474,7 +525,7 @@ def write_gguf(
 
     with atomic_open(path, "wb") as fh:
         # Hand gguf-py our temporary file instead of letting it open the final name.
-        writer.fout = [fh]  # type: ignore[list-item]
+        writer.fout = [fh]
         writer.path = path
         writer.state = WriterState.EMPTY
         writer.write_header_to_file()

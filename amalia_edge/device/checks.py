@@ -24,7 +24,7 @@ The library probes are injectable (:class:`Probes`) so tests can stand in for CU
 
 from __future__ import annotations
 
-import base64
+import binascii
 import importlib.util
 import re
 from collections.abc import Callable
@@ -45,7 +45,8 @@ DEFAULT_MIN_FREE = 6 * GiB
 # One Relu node on a float[1] input, opset 13, IR 8: the smallest model that makes every
 # execution provider initialize. Made with onnx.helper (make_node("Relu", ["x"], ["y"]) in
 # graph "amalia_edge_probe", producer "amalia-edge"); tests rebuild it and compare bytes.
-PROBE_ONNX = base64.b64decode(
+# binascii, not base64: a builtin module, where base64 costs an import at every start.
+PROBE_ONNX = binascii.a2b_base64(
     "CAgSC2FtYWxpYS1lZGdlOkMKDAoBeBIBeSIEUmVsdRIRYW1hbGlhX2VkZ2VfcHJvYmVaDwoBeBIKCggIARIECgIIAWIP"
     "CgF5EgoKCAgBEgQKAggBQgQKABAN"
 )

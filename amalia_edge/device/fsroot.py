@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +84,8 @@ class CommandRunner:
         if exe is None:
             log.debug("%s: not found", argv[0])
             return None
+        import subprocess  # here: a probe that finds no tool to run does not pay for the import
+
         try:
             proc = subprocess.run(
                 [exe, *argv[1:]],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 
 from amalia_edge.device.boards import (
@@ -247,6 +246,16 @@ def parse_cpuinfo(text: str) -> tuple[str | None, int, tuple[str, ...]]:
     return model, cores, simd
 
 
+def _machine() -> str:
+    """``platform.machine()`` without importing :mod:`platform` (what it returns on POSIX)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return str(uname().machine)
+    import platform
+
+    return platform.machine()
+
+
 def _nvidia_smi(fs: FsRoot) -> list[GpuInfo]:
     result = fs.runner.run(
         [
@@ -282,7 +291,7 @@ def probe(root: str | os.PathLike[str] | FsRoot | None = "/") -> DeviceInfo:
     model = _dt_string(fs, DT_MODEL)
     release_text = fs.read_text(NV_TEGRA_RELEASE)
     is_jetson = "nvidia,tegra" in compatible or release_text is not None
-    arch = "aarch64" if is_jetson else (platform.machine() if fs.is_real else "unknown")
+    arch = "aarch64" if is_jetson else (_machine() if fs.is_real else "unknown")
 
     cpuinfo = fs.read_text(CPUINFO) or ""
     cpu_model, cores, simd = parse_cpuinfo(cpuinfo)

@@ -166,9 +166,7 @@ def _probe_device() -> DeviceInfo | None:
 
 def default_n_ctx(source: ModelSource) -> int:
     """:data:`DEFAULT_N_CTX`, or less when the model was trained on a shorter context."""
-    trained = [
-        a.shape.n_ctx_train for a in source.usable() if a.shape and a.shape.n_ctx_train
-    ]
+    trained = [a.shape.n_ctx_train for a in source.usable() if a.shape and a.shape.n_ctx_train]
     return min([DEFAULT_N_CTX, *trained])
 
 

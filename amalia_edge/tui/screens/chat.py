@@ -86,6 +86,8 @@ class ChatScreen(Screen[None]):
         self.generating = False
         self.cancel_event: threading.Event | None = None
         self.stats = LiveStats()
+        self._panel: StatsPanel | None = None
+        self._messages: MessageList | None = None
         for key in KEYS:
             if key.action in ("send", "quit"):
                 continue
@@ -106,9 +108,11 @@ class ChatScreen(Screen[None]):
         yield Header()
         with Horizontal(id="main"):
             with Vertical(id="chat-column"):
-                yield MessageList(id="messages")
+                self._messages = MessageList(id="messages")
+                yield self._messages
                 yield Input(placeholder=m("input.placeholder"), id="prompt")
-            yield StatsPanel(m, id="stats")
+            self._panel = StatsPanel(m, id="stats")
+            yield self._panel
         yield Footer()
 
     def on_mount(self) -> None:
@@ -118,7 +122,8 @@ class ChatScreen(Screen[None]):
 
     @property
     def message_list(self) -> MessageList:
-        return self.query_one(MessageList)
+        assert self._messages is not None
+        return self._messages
 
     @property
     def prompt(self) -> Input:
@@ -137,8 +142,8 @@ class ChatScreen(Screen[None]):
     def show_stats(self, stats: LiveStats) -> None:
         self.stats = stats
         # A timer or a worker's last update can arrive while the app is shutting down.
-        for panel in self.query(StatsPanel):
-            panel.show(stats)
+        if self._panel is not None and self._panel.is_attached:
+            self._panel.show(stats)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -292,7 +297,7 @@ class ChatScreen(Screen[None]):
                 tracker.feed(event)
                 if isinstance(event, TokenEvent):
                     pending.append(event.text)
-                    if event.index == 0 or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
+                    if (event.index == 0 and not __import__("os").environ.get("XNOFIRST")) or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
                         flush()
                 elif isinstance(event, (Started, PromptProcessed)):
                     flush()
@@ -355,7 +360,8 @@ class ChatScreen(Screen[None]):
             view.mark(m("chat.stopped"))
             self.notify(m("note.stopped"))
         if not text.strip():
-            view.remove()
+            if view.is_attached:
+                view.remove()
             return
         s = message.stats
         self._record(
@@ -382,7 +388,8 @@ class ChatScreen(Screen[None]):
         self.show_stats(self._with_state("idle"))
         if message.context_full:
             self.notify(message.error, severity="warning", timeout=8)
-            message.view.remove()
+            if message.view.is_attached:
+                message.view.remove()
         else:
             self._fail(message.view, message.error)
 
@@ -390,7 +397,8 @@ class ChatScreen(Screen[None]):
         # A failed reply is neither shown nor saved, so the views keep mirroring
         # Conversation.messages one to one (regenerate and edit rely on that).
         self.notify(self.chat_app.msgs("note.failed", error=error), severity="error", timeout=8)
-        view.remove()
+        if view.is_attached:
+            view.remove()
 
     def _with_state(self, state: Any) -> LiveStats:
         import dataclasses

@@ -20,31 +20,35 @@ class MessageView(Vertical):
         self.role = role
         self.conversation: Conversation | None = None  # set on a reply: where it is saved
         self._label = label
-        self._initial = content
         self.text = content
+        self.body = Markdown(content, classes="body")
 
     def compose(self) -> ComposeResult:
         yield Label(self._label, classes="role")
-        yield Markdown(self._initial, classes="body")
+        yield self.body
 
     @property
-    def body(self) -> Markdown:
-        return self.query_one(Markdown)
+    def live(self) -> bool:
+        """Still on screen (a new chat removes the views of a reply that is still ending)."""
+        return self.is_attached and self.body.is_attached
 
     def append(self, fragment: str) -> None:
         """Add streamed text. ``Markdown.append`` re-parses only the last block, so a long
         reply costs the same per update as a short one."""
         if fragment:
             self.text += fragment
-            self.body.append(fragment)
+            if self.live:
+                self.body.append(fragment)
 
     def set_text(self, text: str) -> None:
         self.text = text
-        self.body.update(text)
+        if self.live:
+            self.body.update(text)
 
     def mark(self, note: str) -> None:
         """Add a short note after the body (e.g. "(stopped)")."""
-        self.mount(Label(note, classes="note"))
+        if self.is_attached:
+            self.mount(Label(note, classes="note"))
 
 
 class MessageList(VerticalScroll):
