@@ -19,14 +19,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from amalia_edge import __version__
 from amalia_edge.errors import AmaliaEdgeError
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):  # NamedTuple, not a dataclass: keeps `--help` imports minimal
     name: str
     module: str
     help: str

@@ -131,9 +131,9 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
     print(f"ratio TUI/headless: {b / a:.4f}  (target >= 0.95)")
     # The UI's cost is mostly per reply (mounting the message, styling, layout), not per
     # token, so the decode time it adds says more than the ratio for models of other speeds.
-    n = statistics.median(sorted(tokens)) - 1
-    added = n / b - n / a
-    print(f"decode time added by the TUI per reply: {1000 * added:.0f} ms over {n / a:.3f} s")
+    gaps = statistics.median(sorted(tokens)) - 1  # decode spans n-1 token intervals
+    added = gaps / b - gaps / a
+    print(f"decode time added by the TUI per reply: {1000 * added:.0f} ms over {gaps / a:.3f} s")
     return 0
 
 

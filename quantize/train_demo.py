@@ -67,6 +67,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-chunks", type=int, default=48)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="stop training after this much wall time (0 = no limit); metrics record the steps done",
+    )
+    p.add_argument(
         "--card-only", action="store_true", help="re-render README.md from metrics.json and exit"
     )
     return p.parse_args()
@@ -326,7 +332,12 @@ def main() -> int:
     curve: list[dict[str, float]] = []
     t_train = time.time()
     run_loss, run_n = 0.0, 0
+    steps_done = 0
     for step in range(args.steps):
+        # A wall-clock guard for shared machines: stopping early is recorded, never hidden.
+        if args.max_seconds and time.time() - t_train > args.max_seconds:
+            print(f"stopping at step {step}: --max-seconds {args.max_seconds:.0f} reached", flush=True)
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         b = batch()
@@ -338,6 +349,7 @@ def main() -> int:
         opt.step()
         run_loss += float(loss.detach())
         run_n += 1
+        steps_done = step + 1
         if (step + 1) % args.log_every == 0 or step == 0:
             k = run_n
             rec = {
@@ -348,6 +360,13 @@ def main() -> int:
             curve.append(rec)
             print(json.dumps(rec), flush=True)
             run_loss, run_n = 0.0, 0
+    if run_n:  # the tail of an early stop, so the curve ends at the last step trained
+        rec = {
+            "step": steps_done,
+            "train_loss": round(run_loss / run_n, 4),
+            "elapsed_s": round(time.time() - t_train, 1),
+        }
+        curve.append(rec)
     train_s = time.time() - t_train
     ppl_trained = evaluate(model)
     print(f"trained eval PPL {ppl_trained:.2f} (untrained {ppl_untrained:.1f})", flush=True)
@@ -364,8 +383,10 @@ def main() -> int:
         "intermediate_size": args.intermediate,
         "seq_len": args.seq_len,
         "batch": args.batch,
-        "steps": args.steps,
-        "tokens_seen": args.steps * args.batch * (args.seq_len - 1),
+        "steps": steps_done,
+        "steps_planned": args.steps,
+        "lr": args.lr,
+        "tokens_seen": steps_done * args.batch * (args.seq_len - 1),
         "train_text_tokens": len(data),
         "train_chat_tokens": len(chat_data),
         "train_chars_sampled": sum(len(p) + 1 for p in paras),

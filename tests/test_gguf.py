@@ -479,9 +479,10 @@ def test_fast_metadata_packing_is_byte_identical_to_gguf_py(
         blobs = []
         for w in (gguf.GGUFWriter(None, "llama"), writer_mod._fast_writer("llama")):
             writer_mod._add_metadata(w, ckpt, 1, 1)
-            w.fout = [io.BytesIO()]
+            buf = io.BytesIO()
+            w.fout = [buf]
             w.state = WriterState.EMPTY
             w.write_header_to_file()
             w.write_kv_data_to_file()
-            blobs.append(w.fout[0].getvalue())
+            blobs.append(buf.getvalue())
         assert blobs[0] == blobs[1], spec

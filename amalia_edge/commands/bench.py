@@ -179,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
     plot = check_writable(args.plot, "--plot") if args.plot else None
     model = args.model
     if model is None:
-        # The demo's artifacts (converted into the user cache on first use), as `chat` does.
-        from amalia_edge.tui.model import resolve_model
+        # The demo's artifacts (converted into the user cache on first use), as everywhere.
+        from amalia_edge.runtime import default_model_path
 
-        model = str(resolve_model(None))
+        model = str(default_model_path(progress=True))
         print(f"no MODEL given: benchmarking the demo model ({model})", file=sys.stderr)
     config = BenchConfig(
         model=model,

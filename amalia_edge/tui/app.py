@@ -46,8 +46,9 @@ TELEMETRY_INTERVAL = 0.5  # seconds between telemetry samples while the app runs
 IDLE_REFRESH = 1.0  # seconds between stats refreshes while no reply is streaming
 # The decode thread drops the GIL inside every llama.cpp call; when it returns it must wait
 # until the UI thread yields the GIL, which CPython forces only every switch interval (5 ms
-# by default, longer than a token of a small model). 0.5 ms: benchmarks/tui_overhead.py on
-# the tiny test model went from 25 % to 82 % of headless decode speed.
+# by default, longer than a token of a small model). With 0.5 ms, one run of
+# benchmarks/tui_overhead.py (tiny test model, busy 2-core machine) went from 37 % to 82 % of
+# headless decode speed.
 SWITCH_INTERVAL = 0.0005
 
 

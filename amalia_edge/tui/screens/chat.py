@@ -4,13 +4,14 @@ The reply is generated in a thread worker (``@work(thread=True, exclusive=True)`
 consumes ``model.stream_chat``. It batches tokens into at most one UI update per
 :data:`FLUSH_INTERVAL` (the first token is shown at once) and hands each batch to the UI as
 a :class:`ResponseChunk` message. ``post_message`` is thread-safe and, unlike
-``App.call_from_thread``, does not wait for the UI to run the update: measured with
-``benchmarks/tui_overhead.py`` on the tiny test model, waiting cut decode speed in the TUI to
-5 % of headless, posting to 25 % (the rest is the GIL, see ``ChatApp.SWITCH_INTERVAL``). The
-reply's outcome arrives in the same queue, so after every chunk, as one of three messages in
-the manner of elia: :class:`ResponseStarted`, :class:`ResponseComplete` (also for a stopped
-or length-limited reply) or :class:`ResponseFailed`; each handler puts the screen back into a
-usable state, whatever went wrong.
+``App.call_from_thread``, does not wait for the UI to run the update. In one run of
+``benchmarks/tui_overhead.py`` (tiny test model, busy 2-core machine) waiting held decode in
+the TUI to 5 % of headless speed and posting to 25 % (the rest was the GIL, see
+``ChatApp``'s ``SWITCH_INTERVAL``). The reply's outcome arrives in the same queue, so after
+every chunk, as one of three messages in the manner of elia: :class:`ResponseStarted`,
+:class:`ResponseComplete` (also for a stopped or length-limited reply) or
+:class:`ResponseFailed`; each handler puts the screen back into a usable state, whatever went
+wrong.
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ class ChatScreen(Screen[None]):
                 tracker.feed(event)
                 if isinstance(event, TokenEvent):
                     pending.append(event.text)
-                    if (event.index == 0 and not __import__("os").environ.get("XNOFIRST")) or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
+                    if event.index == 0 or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
                         flush()
                 elif isinstance(event, (Started, PromptProcessed)):
                     flush()
