@@ -336,7 +336,9 @@ def main() -> int:
     for step in range(args.steps):
         # A wall-clock guard for shared machines: stopping early is recorded, never hidden.
         if args.max_seconds and time.time() - t_train > args.max_seconds:
-            print(f"stopping at step {step}: --max-seconds {args.max_seconds:.0f} reached", flush=True)
+            print(
+                f"stopping at step {step}: --max-seconds {args.max_seconds:.0f} reached", flush=True
+            )
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)

@@ -143,3 +143,35 @@ def test_cli_rejects_bad_sampling_in_one_line(capsys: Any) -> None:
     assert main(["chat", "--temperature", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("amalia-edge: error: --temperature is out of range") and "\n" not in err
+
+
+@aio
+async def test_resume_at_start_and_list_from_the_cli(
+    tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from amalia_edge.cli import main
+    from amalia_edge.tui.history import HISTORY_DIR_ENV, ChatMessage
+
+    store = HistoryStore(tmp_path)
+    conv = store.new(system="Sê breve.")
+    conv.append(ChatMessage("user", "Olá"))
+    conv.append(ChatMessage("assistant", "Olá!"))
+    monkeypatch.setenv(HISTORY_DIR_ENV, str(tmp_path))
+    assert main(["chat", "--list"]) == 0
+    row = capsys.readouterr().out.strip().split("\t")
+    assert row[0] == conv.id and row[2:] == ["2", "Olá"]
+
+    app = RecordingApp(
+        ModelSpec("scripted"),
+        store=store,
+        loader=scripted_loader(ScriptedModel()),
+        monitor=None,
+        resume=conv.id,
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert views(app) == [("user", "Olá"), ("assistant", "Olá!")]
+        assert app.settings.system == "Sê breve."
+        await send(app, pilot, "E depois?")
+        await settle(app, pilot)
+        assert [c for _, c in saved(app)][:3] == ["Olá", "Olá!", "E depois?"]

@@ -37,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling top-p (0.95)")
     parser.add_argument("--max-tokens", type=int, default=512, help="longest reply in tokens (512)")
     parser.add_argument("--resume", default=None, metavar="ID", help="resume a saved conversation")
+    parser.add_argument(
+        "--list", action="store_true", help="list saved conversations (ID, date, title) and exit"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list_conversations()
     if args.ctx is not None and args.ctx <= 0:
         raise AmaliaEdgeError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
     try:
@@ -77,6 +82,17 @@ def run(args: argparse.Namespace) -> int:
     app = ChatApp(spec, lang=args.lang, settings=settings, resume=args.resume, store=store)
     with _log_to_file(store.root.parent / "chat.log"):
         app.run()
+    return 0
+
+
+def _list_conversations() -> int:
+    import time
+
+    from amalia_edge.tui.history import HistoryStore
+
+    for c in HistoryStore().list():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+        print(f"{c.id}\t{when}\t{c.n_messages}\t{c.title}")
     return 0
 
 
