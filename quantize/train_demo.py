@@ -36,6 +36,8 @@ CORPUS = REPO.parent / "shared" / "corpus"
 # Special tokens: ids chosen to match EuroLLM's tokenizer layout for the first four.
 UNK, BOS, EOS, PAD = 0, 1, 2, 3
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# SPDX id of the licence the weights are released under (the corpus is public domain).
+CARD_LICENSE = "apache-2.0"
 
 # ChatML template (the shape EuroLLM-Instruct ships): bos, then <|im_start|>role\n...<|im_end|>\n
 CHAT_TEMPLATE = (
@@ -70,7 +72,7 @@ def parse_args() -> argparse.Namespace:
         "--max-seconds",
         type=float,
         default=0.0,
-        help="stop training after this much wall time (0 = no limit); metrics record the steps done",
+        help="stop training after this much wall time (0 = no limit); metrics record steps done",
     )
     p.add_argument(
         "--card-only", action="store_true", help="re-render README.md from metrics.json and exit"
@@ -336,9 +338,7 @@ def main() -> int:
     for step in range(args.steps):
         # A wall-clock guard for shared machines: stopping early is recorded, never hidden.
         if args.max_seconds and time.time() - t_train > args.max_seconds:
-            print(
-                f"stopping at step {step}: --max-seconds {args.max_seconds:.0f} reached", flush=True
-            )
+            print(f"stopping at step {step}: --max-seconds reached", flush=True)
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -518,7 +518,28 @@ def write_card(out: Path, m: dict[str, Any]) -> None:
         f"| {r['step']} | {r['train_loss']:.3f} | {r['elapsed_s']:.0f} |" for r in m["loss_curve"]
     )
     inter, threads = m["intermediate_size"], m["torch_threads"]
-    card = f"""# amalia-edge demo model (pt-PT, tiny Llama)
+    planned = m.get("steps_planned", m["steps"])
+    stopped = (
+        f" (stopped by `--max-seconds` at {m['steps']} of {planned} planned steps)"
+        if planned != m["steps"]
+        else ""
+    )
+    lr = f"peak learning rate {m['lr']:g}, " if "lr" in m else ""
+    # Front matter: top-level scalars (license) feed GGUF general.license through
+    # Checkpoint.license; the lists feed general.languages / general.tags.
+    card = f"""---
+license: {CARD_LICENSE}
+language:
+- pt
+tags:
+- llama
+- demo
+- european-portuguese
+library_name: transformers
+pipeline_tag: text-generation
+---
+
+# amalia-edge demo model (pt-PT, tiny Llama)
 
 A deliberately tiny `LlamaForCausalLM` trained from scratch on European Portuguese so that
 demos, tests and benchmarks run on a real model that writes (bad) Portuguese. It is NOT
@@ -540,8 +561,9 @@ every number below was measured by that run and is also in `metrics.json`.
 Text: a seeded sample of {m["train_chars_sampled"]:,} characters of `pt_pt_train.txt` (ELTeC-por,
 43 public-domain Portuguese novels, 1880-1917; see `shared/corpus/README.md`) =
 {m["train_text_tokens"]:,} tokens, plus {m["train_chat_tokens"]:,} tokens of the same paragraphs
-wrapped as ChatML user/assistant turns. {m["steps"]} AdamW steps of {m["batch"]} x {m["seq_len"]}
-tokens ({m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time on {threads} CPU
+wrapped as ChatML user/assistant turns. {m["steps"]} AdamW steps{stopped} of
+{m["batch"]} x {m["seq_len"]} tokens ({lr}linear warm-up then cosine decay to 10 %;
+{m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time on {threads} CPU
 threads of a 2-core machine shared with other jobs (torch {m["torch_version"]}); tokenizer
 training {m["tokenizer_seconds"]:.0f} s.
 
@@ -564,7 +586,9 @@ BF16 export), as the training run printed it:
 
 > {m["greedy_sample"]}
 
-Licence of the training text: public domain (novels); the weights are a derived demo artefact.
+Licence: the training text is public domain (novels, see `shared/corpus/README.md`); these
+weights, the tokenizer and this card are released under the Apache License 2.0
+(`{CARD_LICENSE}`, as amalia-edge itself).
 """
     (out / "README.md").write_text(card, encoding="utf-8")
 
