@@ -2,7 +2,10 @@
 PYTHON ?= python3
 PIP    := $(PYTHON) -m pip
 
-.PHONY: demo test install-dev lint typecheck pytest
+PY310  ?= $(shell command -v python3.10 || echo $(HOME)/.pyenv/versions/3.10.13/bin/python)
+VENV310 ?= .venv310
+
+.PHONY: demo test test-py310 install-dev lint typecheck pytest
 
 # Main job: install, quantize the bundled demo model, then generate with the result.
 demo:
@@ -25,3 +28,9 @@ pytest:
 
 # Tests: install everything, then lint, type-check and run the whole suite.
 test: install-dev lint typecheck pytest
+
+# The same suite under Python 3.10 (JetPack 6's Python), in its own virtual environment.
+test-py310:
+	$(PY310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install -q -e '.[dev]'
+	$(VENV310)/bin/python -m pytest -q

@@ -72,7 +72,8 @@ def parse_args() -> argparse.Namespace:
         "--max-seconds",
         type=float,
         default=0.0,
-        help="stop training after this much wall time (0 = no limit); metrics record steps done",
+        help="wall-time budget for training (0 = none): the cosine decays by steps or seconds, "
+        "whichever runs out first, and metrics record the steps done",
     )
     p.add_argument(
         "--card-only", action="store_true", help="re-render README.md from metrics.json and exit"
@@ -316,11 +317,15 @@ def main() -> int:
     )
     warmup = max(10, args.steps // 20)
 
-    def lr_at(step: int) -> float:
+    def lr_at(step: int, elapsed: float) -> float:
         if step < warmup:
             return args.lr * (step + 1) / warmup
         frac = (step - warmup) / max(1, args.steps - warmup)
-        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        if args.max_seconds:
+            # Under a time budget the cosine follows whichever runs out first, steps or
+            # seconds, so an early stop still ends at the fully decayed learning rate.
+            frac = max(frac, elapsed / args.max_seconds)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     def batch() -> torch.Tensor:
         rows = []
@@ -337,11 +342,12 @@ def main() -> int:
     steps_done = 0
     for step in range(args.steps):
         # A wall-clock guard for shared machines: stopping early is recorded, never hidden.
-        if args.max_seconds and time.time() - t_train > args.max_seconds:
+        elapsed = time.time() - t_train
+        if args.max_seconds and elapsed > args.max_seconds:
             print(f"stopping at step {step}: --max-seconds reached", flush=True)
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step, elapsed)
         b = batch()
         logits = model(b[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, vocab), b[:, 1:].reshape(-1))
