@@ -393,6 +393,7 @@ def main() -> int:
         "batch": args.batch,
         "steps": steps_done,
         "steps_planned": args.steps,
+        "max_seconds": args.max_seconds,
         "lr": args.lr,
         "tokens_seen": steps_done * args.batch * (args.seq_len - 1),
         "train_text_tokens": len(data),
@@ -526,7 +527,8 @@ def write_card(out: Path, m: dict[str, Any]) -> None:
     inter, threads = m["intermediate_size"], m["torch_threads"]
     planned = m.get("steps_planned", m["steps"])
     stopped = (
-        f" (stopped by `--max-seconds` at {m['steps']} of {planned} planned steps)"
+        f" (the `--max-seconds {m.get('max_seconds', 0):g}` budget ended training at step"
+        f" {m['steps']} of {planned} planned; the cosine followed that time budget)"
         if planned != m["steps"]
         else ""
     )
