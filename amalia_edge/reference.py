@@ -1,8 +1,8 @@
 """An independent numpy forward pass of a Llama-family safetensors checkpoint.
 
 The yardstick that GGUF, ONNX and imatrix outputs are checked against: it reads the Hugging
-Face weights directly (no conversion code shared with the writers) and follows transformers'
-``LlamaForCausalLM`` semantics, in float32:
+Face weights directly (no conversion code shared with the writers but the RoPE frequency
+table, see below) and follows transformers' ``LlamaForCausalLM`` semantics, in float32:
 
 * RMSNorm ``x / sqrt(mean(x^2) + eps) * w``;
 * attention with grouped KV heads (head ``h`` uses KV head ``h // (heads / kv_heads)``),
@@ -10,7 +10,10 @@ Face weights directly (no conversion code shared with the writers) and follows t
 * RoPE in HF's "rotate half" layout (the first and second half of each head are the pair),
   inverse frequencies per ``rope_scaling`` type as transformers' ``modeling_rope_utils``
   computes them: default, ``linear`` (frequencies / factor), ``llama3`` (wavelength bands),
-  ``yarn`` (ramped interpolation plus the attention factor applied to cos and sin);
+  ``yarn`` (ramped interpolation plus the attention factor applied to cos and sin). That one
+  table lives in :mod:`amalia_edge.rope` and the ONNX exporter uses it too, so agreement
+  between the two does not check it: ``tests/test_reference.py`` checks it against closed-form
+  values, and against transformers itself where that is installed;
 * SwiGLU MLP ``down(silu(gate(x)) * up(x))``;
 * final norm and ``lm_head`` (the embedding when tied or when lm_head is absent).
 
@@ -28,69 +31,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from amalia_edge.rope import rope_inv_freq
+
 if TYPE_CHECKING:
-    from amalia_edge.checkpoint import Checkpoint, ModelConfig
+    from amalia_edge.checkpoint import Checkpoint
 
 MatmulHook = Callable[[str, np.ndarray], None]
 
 # Rows of the output head read per block (bounded memory for 128k-token vocabularies).
 HEAD_BLOCK_ROWS = 8192
-
-
-def rope_inv_freq(config: ModelConfig) -> tuple[np.ndarray, float]:
-    """Inverse frequencies [head_dim/2] (float32) and the cos/sin scale for ``config``."""
-    dim = config.head_dim
-    base = config.rope_theta
-    exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
-    inv = 1.0 / (base**exponents)
-    rs = config.rope_scaling
-    scale = 1.0
-    if rs is None:
-        pass
-    elif rs["rope_type"] == "linear":
-        inv = inv / float(rs["factor"])
-    elif rs["rope_type"] == "llama3":
-        factor = float(rs["factor"])
-        low, high = float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
-        old_ctx = float(rs["original_max_position_embeddings"])
-        low_wl, high_wl = old_ctx / low, old_ctx / high
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > low_wl, inv / factor, inv)
-        smooth = (old_ctx / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = (wavelen >= high_wl) & (wavelen <= low_wl)
-        inv = np.where(medium, smoothed, scaled)
-    elif rs["rope_type"] == "yarn":
-        factor = float(rs["factor"])
-        orig = float(rs.get("original_max_position_embeddings") or config.max_position_embeddings)
-
-        def mscale(s: float, m: float = 1.0) -> float:
-            return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
-
-        attn = rs.get("attention_factor")
-        if attn is None:
-            ms, ms_all = rs.get("mscale"), rs.get("mscale_all_dim")
-            attn = mscale(factor, ms) / mscale(factor, ms_all) if ms and ms_all else mscale(factor)
-        scale = float(attn)
-        beta_fast = float(rs.get("beta_fast") or 32)
-        beta_slow = float(rs.get("beta_slow") or 1)
-
-        def corr_dim(rot: float) -> float:
-            return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
-
-        lo, hi = corr_dim(beta_fast), corr_dim(beta_slow)
-        if rs.get("truncate", True):
-            lo, hi = math.floor(lo), math.ceil(hi)
-        lo, hi = max(lo, 0), min(hi, dim - 1)
-        if lo == hi:
-            hi += 0.001
-        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
-        extrap = 1 - ramp
-        pos_freqs = base**exponents
-        inv = (1.0 / (factor * pos_freqs)) * (1 - extrap) + (1.0 / pos_freqs) * extrap
-    else:  # config.py only lets the types above through
-        raise ValueError(f"rope type {rs['rope_type']!r}")
-    return inv.astype(np.float32), scale
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:

@@ -8,10 +8,12 @@ copying the same bytes on the same disk. Everything is measured in this one run:
 * baseline: copying the safetensors bytes to a new file on the same disk (read + write + fsync),
   in a child process;
 * amalia-edge: :func:`amalia_edge.convert.gguf.write_gguf` to F16 in a child process, whose
-  peak RSS is its ``ru_maxrss``; an idle child that only imports the same modules gives the
-  interpreter's own share;
+  peak RSS is its own ``VmHWM`` (read inside the child; see ``_common.HWM`` for why not
+  ``ru_maxrss``); an idle child that only imports the same modules gives the interpreter's
+  own share;
 * optionally llama.cpp's ``convert_hf_to_gguf.py --outtype f16`` (``--llama-convert PATH``;
-  it needs torch and transformers and is not shipped by the ``gguf`` pip package).
+  it needs torch and transformers and is not shipped by the ``gguf`` pip package), in a
+  child process measured the same way.
 
 The source files are in the page cache for every contender (they were just written), so the
 comparison is CPU + write bandwidth, not cold reads.
@@ -31,66 +33,24 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import HWM, build_checkpoint, copy_seconds, run_child, work_child
 
-# Peak RSS of a child = VmHWM from /proc/self/status. Not ru_maxrss: Linux carries the
-# parent's high-water mark into a forked child's ru_maxrss across exec, so a child of this
-# (large) process would report the generator's memory, not its own.
-HWM = (
-    "def hwm():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            return int(line.split()[1]) * 1024\n"
-)
-
-COPY_CHILD = (
-    HWM
-    + """
-import os, sys, time
-t = time.perf_counter()
-with open(sys.argv[1], 'rb') as src, open(sys.argv[2], 'wb') as dst:
-    while chunk := src.read(64 << 20):
-        dst.write(chunk)
-    dst.flush(); os.fsync(dst.fileno())
-print(time.perf_counter() - t, hwm())
-"""
-)
-
-CONVERT_CHILD = (
-    HWM
-    + """
-import sys, time
+# argv: checkpoint dir, output file, "run" | "idle".
+CONVERT_CHILD = work_child(
+    """
 from amalia_edge.checkpoint import open_checkpoint
 from amalia_edge.convert.gguf import write_gguf
 import gguf, numpy
-if sys.argv[3] == 'idle':
-    print(0.0, hwm()); sys.exit()
-t = time.perf_counter()
-ckpt = open_checkpoint(sys.argv[1])
-write_gguf(ckpt, sys.argv[2], 'F16')
-print(time.perf_counter() - t, hwm())
-"""
+""",
+    "write_gguf(open_checkpoint(sys.argv[1]), sys.argv[2], 'F16')",
 )
 
 
-def _child(code: str, *args: str, env: dict[str, str] | None = None) -> tuple[float, int, float]:
-    """Run ``code`` in a fresh interpreter; return (its own timing, peak RSS bytes, wall)."""
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    wall = time.perf_counter() - t
-    inner, rss = proc.stdout.split()[-2:]
-    return float(inner), int(rss), wall
-
-
 def _llama_convert(script: Path, src: Path, dst: Path) -> tuple[float, int] | str:
-    """Time llama.cpp's converter in a child; peak RSS from the child's own rusage."""
+    """Time llama.cpp's converter in a child; peak RSS is the child's own VmHWM.
+
+    Not :func:`_common.run_child`: a failure here (no torch, an old script) is reported in
+    the results instead of ending the benchmark."""
     env = dict(os.environ)
     extra = os.environ.get("LLAMA_CONVERT_PYTHONPATH")
     if extra:
@@ -131,24 +91,12 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO))
-    from tests import factory
-
     root = Path(args.dir or tempfile.mkdtemp(prefix="amalia-bench-", dir="/tmp"))
     root.mkdir(parents=True, exist_ok=True)
     ckpt_dir = root / "ckpt"
     try:
         t = time.perf_counter()
-        factory.build_checkpoint(
-            ckpt_dir,
-            dtype="BF16",
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=args.layers,
-            num_attention_heads=16,
-            num_key_value_heads=4,
-            extra_vocab=128000 - 1536,  # EuroLLM/AMÁLIA-size vocabulary
-        )
+        build_checkpoint(ckpt_dir, args.layers)
         gen_s = time.perf_counter() - t
         st = ckpt_dir / "model.safetensors"
         from amalia_edge.checkpoint import open_checkpoint
@@ -156,12 +104,10 @@ def main() -> int:
         ckpt = open_checkpoint(ckpt_dir)
         params, largest, src_bytes = ckpt.param_count, ckpt.largest_tensor_nbytes, st.stat().st_size
 
-        copy_s, _, _ = _child(COPY_CHILD, str(st), str(root / "copy.bin"))
-        (root / "copy.bin").unlink()
-        _, idle_rss, _ = _child(CONVERT_CHILD, str(ckpt_dir), str(root / "x.gguf"), "idle")
-        conv_s, conv_rss, conv_wall = _child(
-            CONVERT_CHILD, str(ckpt_dir), str(root / "out-F16.gguf"), "run"
-        )
+        copy_s = copy_seconds(st, root)
+        idle_rss = run_child(CONVERT_CHILD, str(ckpt_dir), str(root / "x.gguf"), "idle").peak_rss
+        conv = run_child(CONVERT_CHILD, str(ckpt_dir), str(root / "out-F16.gguf"), "run")
+        conv_s, conv_rss, conv_wall = conv.seconds, conv.peak_rss, conv.wall_s
         out_bytes = (root / "out-F16.gguf").stat().st_size
         (root / "out-F16.gguf").unlink()
 

@@ -8,7 +8,8 @@ whatever the model size. Everything is measured in this one run:
   128k vocabulary; the same spec as ``benchmarks/convert_speed.py``);
 * an idle child process that only imports the same modules gives the interpreter's share;
 * :func:`amalia_edge.convert.onnx.write_onnx` runs in a child process whose peak RSS is its
-  ``ru_maxrss``; the baseline for time is copying the safetensors bytes on the same disk.
+  own ``VmHWM`` (read inside the child; see ``_common.HWM`` for why not ``ru_maxrss``); the
+  baseline for time is copying the safetensors bytes on the same disk.
 
 Run: ``python3 benchmarks/onnx_export_memory.py [--layers 22] [--precision fp16] [--json]``.
 """
@@ -18,48 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import build_checkpoint, copy_seconds, run_child, work_child
 
-# Peak RSS is the child's VmHWM (/proc/self/status), not ru_maxrss: Linux carries ru_maxrss
-# across fork+exec, so a child of this (large) parent would report the parent's peak.
-EXPORT_CHILD = """
-import sys, time
-def hwm():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) * 1024
+# argv: checkpoint dir, output dir, precision | "idle".
+EXPORT_CHILD = work_child(
+    """
 from amalia_edge.checkpoint import open_checkpoint
 from amalia_edge.convert.onnx import write_onnx
 import numpy, onnx
-if sys.argv[3] == 'idle':
-    print(0.0, hwm()); sys.exit()
-t = time.perf_counter()
-res = write_onnx(open_checkpoint(sys.argv[1]), sys.argv[2], sys.argv[3])
-print(time.perf_counter() - t, hwm())
-"""
-
-COPY_CHILD = """
-import os, sys, time
-t = time.perf_counter()
-with open(sys.argv[1], 'rb') as src, open(sys.argv[2], 'wb') as dst:
-    while chunk := src.read(64 << 20):
-        dst.write(chunk)
-    dst.flush(); os.fsync(dst.fileno())
-print(time.perf_counter() - t, 0)
-"""
-
-
-def _child(code: str, *args: str) -> tuple[float, int]:
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    inner, rss = proc.stdout.split()[-2:]
-    return float(inner), int(rss)
+""",
+    "write_onnx(open_checkpoint(sys.argv[1]), sys.argv[2], sys.argv[3])",
+)
 
 
 def main() -> int:
@@ -70,32 +43,20 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO))
-    from tests import factory
-
     root = Path(args.dir or tempfile.mkdtemp(prefix="amalia-onnx-bench-", dir="/tmp"))
     root.mkdir(parents=True, exist_ok=True)
     ckpt_dir = root / "ckpt"
     try:
-        factory.build_checkpoint(
-            ckpt_dir,
-            dtype="BF16",
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=args.layers,
-            num_attention_heads=16,
-            num_key_value_heads=4,
-            extra_vocab=128000 - 1536,
-        )
+        build_checkpoint(ckpt_dir, args.layers)
         from amalia_edge.checkpoint import open_checkpoint
 
         ckpt = open_checkpoint(ckpt_dir)
         params, largest = ckpt.param_count, ckpt.largest_tensor_nbytes
         src = ckpt_dir / "model.safetensors"
-        copy_s, _ = _child(COPY_CHILD, str(src), str(root / "copy.bin"))
-        (root / "copy.bin").unlink()
-        _, idle_rss = _child(EXPORT_CHILD, str(ckpt_dir), str(root / "out"), "idle")
-        export_s, rss = _child(EXPORT_CHILD, str(ckpt_dir), str(root / "out"), args.precision)
+        copy_s = copy_seconds(src, root)
+        idle_rss = run_child(EXPORT_CHILD, str(ckpt_dir), str(root / "out"), "idle").peak_rss
+        export = run_child(EXPORT_CHILD, str(ckpt_dir), str(root / "out"), args.precision)
+        export_s, rss = export.seconds, export.peak_rss
         out_bytes = sum(p.stat().st_size for p in (root / "out").iterdir())
         budget = (1 << 30) + 2 * largest
         res = {

@@ -3,22 +3,23 @@
 
 Loads one model once, starts the real chat app (``ChatApp``) under Textual's headless Pilot
 (the app lays out and renders every update; only the terminal output is discarded), then
-alternates rounds A B B A A B ... (the ABBA order cancels slow drift such as thermal
-throttling):
+alternates rounds A B A B ... in one process:
 
 A. headless: the same request, ``model.stream_chat`` consumed in a plain loop, no UI;
 B. in the TUI: a new chat, the prompt typed into the input box, the reply streamed through
-   the app's worker thread into the Markdown message view and the stats panel.
+   the app's worker thread into the message view and the stats panel.
 
 Both send the same messages (system prompt + one user message) with greedy sampling, so both
 generate the same tokens. Tokens/s is the runtime's own ``Finished.decode_tps`` (derived from
 the events, which the backend stamps as it produces each token, so any stall the UI causes
-shows up there). Prints per-condition medians and the ratio TUI/headless; target >= 0.95.
+shows up there). Prints per-condition medians, the ratio TUI/headless (target >= 0.95), the
+process CPU seconds per reply (the UI's own work shows up there even where it does not slow
+the decode), and for the TUI the delay from Enter to the start of the request.
 
 Usage::
 
-    python3 benchmarks/tui_overhead.py MODEL.gguf [--rounds 6] [--tokens 128]
-    python3 benchmarks/tui_overhead.py --demo      # converts the demo model to Q8_0 first
+    python3 benchmarks/tui_overhead.py MODEL [--rounds 8] [--tokens 128] [--threads 1]
+    python3 benchmarks/tui_overhead.py --demo     # the demo model (runtime default_model_path)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,48 +42,68 @@ PROMPT = "Conta-me uma história sobre um gato que vivia em Lisboa, perto do rio
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("model", nargs="?", default=None)
-    ap.add_argument("--demo", action="store_true", help="convert and use the demo model (Q8_0)")
-    ap.add_argument("--rounds", type=int, default=6, help="rounds per condition (6)")
+    ap.add_argument("--demo", action="store_true", help="the demo model (converted once, cached)")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds per condition (8)")
     ap.add_argument("--tokens", type=int, default=128, help="max tokens per reply (128)")
-    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--ctx", type=int, default=None, help="context (default: the TUI's)")
     ap.add_argument("--backend", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="decode threads (default: cores)")
+    ap.add_argument("--threads", type=int, default=None, help="decode threads (default: TUI's)")
     ap.add_argument("--size", default="120x40", help="terminal size of the app (120x40)")
+    ap.add_argument(
+        "--telemetry", action="store_true", help="run the app's telemetry monitor too (B only)"
+    )
     args = ap.parse_args(argv)
     if not args.model and not args.demo:
         ap.error("give MODEL or --demo")
-    with tempfile.TemporaryDirectory(prefix="amalia-tui-overhead-") as tmp:
-        model_path = args.model
-        if args.demo:
-            from amalia_edge.convert.pipeline import quantize
+    model_path = args.model
+    if args.demo:
+        from amalia_edge.runtime import default_model_path
 
-            quantize(None, Path(tmp) / "a", ["Q8_0"], imatrix="none", progress=False)
-            model_path = str(Path(tmp) / "a")
+        model_path = str(default_model_path())
+    with tempfile.TemporaryDirectory(prefix="amalia-tui-overhead-") as tmp:
         return asyncio.run(_run(args, model_path, Path(tmp)))
 
 
+class Recorder:
+    """The model, keeping the last ``Finished`` event (both conditions go through it)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.finished: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def stream_chat(self, messages: Sequence[Any], **kw: Any) -> Iterator[Any]:
+        from amalia_edge.runtime.events import Finished
+
+        for event in self._model.stream_chat(messages, **kw):
+            if isinstance(event, Finished):
+                self.finished = event
+            yield event
+
+
 async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
-    from amalia_edge.runtime.events import Finished
+    import dataclasses
+
     from amalia_edge.tui import model as model_mod
-    from amalia_edge.tui.app import ChatApp
+    from amalia_edge.tui.app import ChatApp, default_monitor
     from amalia_edge.tui.history import ChatMessage, HistoryStore
     from amalia_edge.tui.settings import ChatSettings, ModelSpec
 
     spec = ModelSpec(model_path, backend=args.backend, n_ctx=args.ctx, threads=args.threads)
     loaded = model_mod.load(spec)
+    recorder = Recorder(loaded.model)
+    loaded = dataclasses.replace(loaded, model=recorder)
     settings = ChatSettings(
         system="És um assistente prestável.", temperature=0.0, top_p=1.0, max_tokens=args.tokens
     )
     request = model_mod.request_messages(settings, [ChatMessage("user", PROMPT)])
     sampling = model_mod.sampling_params(settings)
 
-    def headless() -> tuple[float, int]:
-        fin = None
-        for ev in loaded.model.stream_chat(request, sampling=sampling, max_tokens=args.tokens):
-            if isinstance(ev, Finished):
-                fin = ev
-        assert fin is not None
-        return fin.decode_tps, fin.completion_tokens
+    def headless() -> None:
+        for _ in recorder.stream_chat(request, sampling=sampling, max_tokens=args.tokens):
+            pass
 
     width, height = (int(x) for x in args.size.split("x"))
     app = ChatApp(
@@ -88,52 +111,74 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
         settings=settings,
         store=HistoryStore(tmp / "history"),
         loader=lambda _spec: loaded,
-        monitor=None,
+        monitor=default_monitor if args.telemetry else None,
         export_dir=tmp,
     )
-    without: list[float] = []
-    with_ui: list[float] = []
+    tps: dict[str, list[float]] = {"A": [], "B": []}
+    cpu: dict[str, list[float]] = {"A": [], "B": []}
+    delay: list[float] = []
+    done: list[float] = []
+    reply: list[float] = []
     tokens: set[int] = set()
     async with app.run_test(size=(width, height)) as pilot:
         await _settle(app, pilot)
 
-        async def in_tui() -> tuple[float, int]:
+        async def in_tui() -> None:
             app.new_conversation()
             await pilot.pause()
             app.chat.prompt.value = PROMPT
+            t_enter = time.perf_counter()
             await pilot.press("enter")
             await pilot.pause(0.05)
             await _settle(app, pilot)
-            stats: dict[str, Any] = app.conversation.messages[-1].stats or {}
-            return float(stats["decode_tps"]), int(stats["completion_tokens"])
+            fin = recorder.finished
+            delay.append(fin.t_start - t_enter)
+            done.append(fin.t_end - t_enter)
 
         await asyncio.to_thread(headless)  # warm-up (first-call allocations, caches)
         await in_tui()
-        order = [c for i in range(args.rounds) for c in (("A", "B") if i % 2 == 0 else ("B", "A"))]
+        delay.clear()
+        done.clear()
+        order = [c for _ in range(args.rounds) for c in ("A", "B")]
         for k, cond in enumerate(order, 1):
+            c0 = time.process_time()
             if cond == "A":
-                tps, n = await asyncio.to_thread(headless)
-                without.append(tps)
+                await asyncio.to_thread(headless)
             else:
-                tps, n = await in_tui()
-                with_ui.append(tps)
-            tokens.add(n)
-            print(f"  round {k} {cond}: {tps:.2f} tok/s ({n} tokens)", file=sys.stderr)
+                await in_tui()
+            cpu[cond].append(time.process_time() - c0)
+            fin = recorder.finished
+            tps[cond].append(fin.decode_tps)
+            if cond == "A":
+                reply.append(fin.t_end - fin.t_start)
+            tokens.add(fin.completion_tokens)
+            print(
+                f"  round {k} {cond}: {fin.decode_tps:.1f} tok/s ({fin.completion_tokens} tokens)",
+                file=sys.stderr,
+            )
     loaded.close()
 
-    a, b = statistics.median(without), statistics.median(with_ui)
-    spread = statistics.pstdev(without) / statistics.fmean(without)
+    a, b = statistics.median(tps["A"]), statistics.median(tps["B"])
+    ratios = [y / x for x, y in zip(tps["A"], tps["B"])]
+    spread = statistics.pstdev(tps["A"]) / statistics.fmean(tps["A"])
     print(f"model: {model_path}  backend: {loaded.backend}  quant: {loaded.quant}")
     print(f"reply tokens: {sorted(tokens)}  terminal: {args.size} (headless Pilot, rendered)")
-    print(f"decode threads: {args.threads or 'backend default'}")
-    print(f"decode tokens/s headless: median {a:.2f} (n={len(without)}, cv {spread:.1%})")
-    print(f"decode tokens/s in TUI:   median {b:.2f} (n={len(with_ui)})")
-    print(f"ratio TUI/headless: {b / a:.4f}  (target >= 0.95)")
-    # The UI's cost is mostly per reply (mounting the message, styling, layout), not per
-    # token, so the decode time it adds says more than the ratio for models of other speeds.
-    gaps = statistics.median(sorted(tokens)) - 1  # decode spans n-1 token intervals
-    added = gaps / b - gaps / a
-    print(f"decode time added by the TUI per reply: {1000 * added:.0f} ms over {gaps / a:.3f} s")
+    print(f"decode threads: {args.threads or 'TUI default'}  telemetry: {args.telemetry}")
+    print(f"decode tokens/s headless: median {a:.1f} (n={len(tps['A'])}, cv {spread:.1%})")
+    print(f"decode tokens/s in TUI:   median {b:.1f} (n={len(tps['B'])})")
+    print(
+        f"ratio TUI/headless: {b / a:.3f}  (pairwise A,B: median {statistics.median(ratios):.3f},"
+        f" min {min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.95)"
+    )
+    print(
+        f"process CPU s per reply: headless {statistics.median(cpu['A']):.3f}, "
+        f"TUI {statistics.median(cpu['B']):.3f} (TUI: whole round, Enter to settled)"
+    )
+    print(
+        f"TUI: Enter to request start {1000 * statistics.median(delay):.0f} ms, Enter to reply"
+        f" complete {1000 * statistics.median(done):.0f} ms (headless request to reply complete"
+        f" {1000 * statistics.median(reply):.0f} ms); medians"
+    )
     return 0
 
 

@@ -146,9 +146,9 @@ def test_bench_ctrl_c_prints_completed_results(monkeypatch, capsys):
 
 
 def test_bench_without_model_uses_the_demo(scripted, capsys, monkeypatch):
-    import amalia_edge.tui.model as tui_model
+    import amalia_edge.runtime as runtime
 
-    monkeypatch.setattr(tui_model, "resolve_model", lambda m: "/cache/demo-artifacts")
+    monkeypatch.setattr(runtime, "default_model_path", lambda **_: "/cache/demo-artifacts")
     assert main(["bench", *BASE[2:]]) == 0
     assert scripted == [("/cache/demo-artifacts", None, None)]
     assert "benchmarking the demo model" in capsys.readouterr().err

@@ -44,6 +44,7 @@ import numpy as np
 
 from amalia_edge.artifacts.atomic import atomic_open
 from amalia_edge.errors import ConversionError
+from amalia_edge.rope import rope_inv_freq
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -120,77 +121,6 @@ def precision_spec(precision: str) -> PrecisionSpec:
             f"unknown ONNX precision {precision!r}",
             fix=f"use one of {', '.join(PRECISIONS)}",
         ) from None
-
-
-# --------------------------------------------------------------------------------------
-# RoPE frequencies (numpy, computed at export time; only the angles are computed in-graph)
-# --------------------------------------------------------------------------------------
-
-
-def rope_inv_freq(config: Any) -> tuple[np.ndarray, float]:
-    """``(inv_freq[head_dim // 2], attention_factor)`` exactly as transformers computes them.
-
-    Source: transformers ``modeling_rope_utils.py`` (``_compute_default_rope_parameters``,
-    ``_compute_linear_scaling_rope_parameters``, ``_compute_llama3_parameters``,
-    ``_compute_yarn_parameters``). ``attention_factor`` multiplies cos and sin (yarn only).
-    """
-    dim = int(config.head_dim)
-    base = float(config.rope_theta)
-    exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float64) / dim
-    inv_freq = 1.0 / (base**exponents)
-    rs = config.rope_scaling
-    if not rs:
-        return inv_freq.astype(np.float32), 1.0
-    kind = rs.get("rope_type", rs.get("type"))
-    factor = float(rs["factor"])
-    if kind == "linear":
-        return (inv_freq / factor).astype(np.float32), 1.0
-    if kind == "llama3":
-        low = float(rs["low_freq_factor"])
-        high = float(rs["high_freq_factor"])
-        old_ctx = float(rs["original_max_position_embeddings"])
-        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
-        wavelen = 2 * math.pi / inv_freq
-        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-        smooth = (old_ctx / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
-    if kind == "yarn":
-
-        def mscale(scale: float, m: float = 1.0) -> float:
-            return 0.1 * m * math.log(scale) + 1.0 if scale > 1 else 1.0
-
-        attn = rs.get("attention_factor")
-        if attn is None:
-            if rs.get("mscale") and rs.get("mscale_all_dim"):
-                attn = mscale(factor, float(rs["mscale"])) / mscale(
-                    factor, float(rs["mscale_all_dim"])
-                )
-            else:
-                attn = mscale(factor)
-        beta_fast = float(rs.get("beta_fast") or 32)
-        beta_slow = float(rs.get("beta_slow") or 1)
-        max_pos = float(
-            rs.get("original_max_position_embeddings") or config.max_position_embeddings
-        )
-
-        def corr(rot: float) -> float:
-            return (dim * math.log(max_pos / (rot * 2 * math.pi))) / (2 * math.log(base))
-
-        lo, hi = corr(beta_fast), corr(beta_slow)
-        if rs.get("truncate", True):
-            lo, hi = math.floor(lo), math.ceil(hi)
-        lo, hi = max(lo, 0), min(hi, dim - 1)
-        if lo == hi:
-            hi += 0.001
-        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
-        extrap = 1 - ramp
-        inv = (inv_freq / factor) * (1 - extrap) + inv_freq * extrap
-        return inv.astype(np.float32), float(attn)
-    raise ConversionError(
-        f"rope_scaling type {kind!r} has no ONNX export", fix="use default, linear, llama3 or yarn"
-    )
 
 
 # --------------------------------------------------------------------------------------

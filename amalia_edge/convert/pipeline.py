@@ -183,15 +183,32 @@ def _load_old(out: Path) -> Manifest | None:
         return None
 
 
-def _imatrix_module() -> Any | None:
-    """``amalia_edge.convert.imatrix`` when this install has it, else None (logged)."""
+def _imatrix_module(consequence: str = "quantizing without one") -> Any | None:
+    """``amalia_edge.convert.imatrix`` when this install has it, else None (logged, with
+    ``consequence`` saying what is skipped)."""
     try:
         return importlib.import_module("amalia_edge.convert.imatrix")
     except ModuleNotFoundError as exc:
         if exc.name != "amalia_edge.convert.imatrix":
             raise
-        log.warning("no importance-matrix module in this install; quantizing without one")
+        log.warning("no importance-matrix module in this install; %s", consequence)
         return None
+
+
+def _check_imatrix(path: Path, ckpt: Checkpoint) -> None:
+    """Refuse an unreadable ``--imatrix FILE``, or one made for another model.
+
+    Raises :class:`ImatrixError` naming the first mismatching tensor (llama.cpp's quantizer
+    would otherwise fail midway, or weight the wrong tensors). The comparison lives in the
+    optional imatrix module (see :func:`_imatrix_module`); without it only the format is checked.
+    """
+    from amalia_edge.convert.quantize import load_imatrix
+
+    imx = load_imatrix(path)
+    module = _imatrix_module(f"{path.name} is not checked against the model")
+    validate = getattr(module, "validate_imatrix", None)
+    if validate is not None:
+        validate(imx, ckpt)
 
 
 def _auto_imatrix(
@@ -324,7 +341,7 @@ def run_quantize(
             imx_module = _imatrix_module()
     elif mode.lower() != "none":
         imx_path = Path(mode).expanduser()
-        load_imatrix(imx_path)  # raises ImatrixError with the fix
+        _check_imatrix(imx_path, ckpt)
     if llama_types and not have_llama:
         raise BackendUnavailableError(
             "llama-cpp-python is not installed, so llama.cpp's quantizer is unavailable for "

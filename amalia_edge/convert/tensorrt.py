@@ -638,6 +638,22 @@ def verified_onnx(artifacts: str | os.PathLike[str], precision: str) -> OnnxArti
     return OnnxArtifact(path, actual, read_graph_info(path))
 
 
+def wanted_key(onnx_art: OnnxArtifact, profile: EngineProfile, gpu: GpuIdentity) -> EngineKey:
+    """The key of an engine for ``onnx_art`` and ``profile`` on ``gpu`` with this TensorRT.
+
+    Building (:func:`ensure_engine`) and load-only lookups (the TensorRT backend) both ask for
+    this key, so a cached engine is found exactly when it was built for this setup.
+    """
+    return EngineKey(
+        gpu.name,
+        gpu.compute_capability,
+        import_tensorrt().__version__,
+        onnx_art.sha256,
+        onnx_art.info.precision,
+        profile,
+    )
+
+
 def ensure_engine(
     artifacts: str | os.PathLike[str],
     precision: str = "fp16",
@@ -651,18 +667,11 @@ def ensure_engine(
 
     Stale engines are reported (with their reasons) and replaced, never loaded.
     """
-    trt = import_tensorrt()
+    import_tensorrt()  # a missing TensorRT is the first thing to report
     onnx_art = verified_onnx(artifacts, precision)
     profile = profile_for(n_ctx, onnx_art.info, max_prefill)
     gpu = current_gpu()
-    want = EngineKey(
-        gpu.name,
-        gpu.compute_capability,
-        trt.__version__,
-        onnx_art.sha256,
-        onnx_art.info.precision,
-        profile,
-    )
+    want = wanted_key(onnx_art, profile, gpu)
     cache = engine_dir(artifacts)
     found = find_engine(cache, want)
     for engine_file, reasons in found.stale:

@@ -104,6 +104,22 @@ class StatsTracker:
         self._spark_n = 0
 
     def feed(self, event: Event) -> None:
+        # Called for every token in the decoding thread: the token branch touches only
+        # counters (building a LiveStats here cost 6.7 µs a token, ~1 % of a fast decode).
+        if isinstance(event, TokenEvent):
+            self._tokens += 1
+            self._t_last = event.t
+            if self._t_first is None:
+                self._t_first = event.t
+                self._spark_t = event.t
+                ttft = None if self._t_start is None else event.t - self._t_start
+                self.stats = dataclasses.replace(self.stats, ttft=ttft)
+            elif self._spark_t is not None and event.t - self._spark_t >= SPARK_PERIOD:
+                rate = (self._tokens - 1 - self._spark_n) / (event.t - self._spark_t)
+                self._spark = [*self._spark, rate][-SPARK_POINTS:]
+                self._spark_t, self._spark_n = event.t, self._tokens - 1
+            self._dirty = True
+            return
         s = self.stats
         if isinstance(event, Started):
             self._reset(
@@ -125,19 +141,6 @@ class StatsTracker:
             self._prompt_tokens = event.prompt_tokens
         elif isinstance(event, PromptProcessed):
             self.stats = dataclasses.replace(s, prompt_tps=event.tokens_per_second)
-        elif isinstance(event, TokenEvent):
-            self._tokens += 1
-            self._t_last = event.t
-            if self._t_first is None:
-                self._t_first = event.t
-                self._spark_t = event.t
-                ttft = None if self._t_start is None else event.t - self._t_start
-                self.stats = dataclasses.replace(s, ttft=ttft)
-            elif self._spark_t is not None and event.t - self._spark_t >= SPARK_PERIOD:
-                rate = (self._tokens - 1 - self._spark_n) / (event.t - self._spark_t)
-                self._spark = [*self._spark, rate][-SPARK_POINTS:]
-                self._spark_t, self._spark_n = event.t, self._tokens - 1
-            self._dirty = True
         elif isinstance(event, Finished):
             self._tokens = event.completion_tokens
             self.stats = dataclasses.replace(

@@ -287,23 +287,15 @@ class TensorRTBackend(Backend):
         else:
             # No building allowed: use the cached engine, and say so if it is too small.
             from amalia_edge.convert.tensorrt import (
-                EngineKey,
                 current_gpu,
                 profile_for,
                 verified_onnx,
+                wanted_key,
             )
 
-            trt = import_tensorrt()
             onnx_art = verified_onnx(artifacts_dir, artifact.quant.lower())
-            gpu = current_gpu()
-            want = EngineKey(
-                gpu.name,
-                gpu.compute_capability,
-                trt.__version__,
-                onnx_art.sha256,
-                onnx_art.info.precision,
-                profile_for(2, onnx_art.info, 1),  # any cached profile; checked below
-            )
+            # The smallest profile, which every cached engine covers; check_fits checks n_ctx.
+            want = wanted_key(onnx_art, profile_for(2, onnx_art.info, 1), current_gpu())
             found = find_engine(engine_dir(artifacts_dir), want)
             if found.meta is None or found.path is None:
                 raise EngineProfileError(

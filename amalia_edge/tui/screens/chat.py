@@ -30,7 +30,7 @@ from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
-from amalia_edge.runtime.events import Finished, PromptProcessed, Started, TokenEvent
+from amalia_edge.runtime.events import Finished, Started, TokenEvent
 from amalia_edge.tui.history import ChatMessage, Conversation
 from amalia_edge.tui.keys import KEYS
 from amalia_edge.tui.model import LoadedModel, request_messages, sampling_params
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.1  # seconds between UI updates while a reply streams (10 Hz reads as live)
+# Screen refreshes to let pass after mounting a new exchange before decoding starts (see
+# ChatScreen._start_reply); 3 measured: with 2, a Markdown block still laid out mid-decode.
+START_AFTER_REFRESHES = 2
 
 
 class ResponseStarted(Message):
@@ -149,7 +152,7 @@ class ChatScreen(Screen[None]):
     # -- actions ------------------------------------------------------------------------------
 
     @on(Input.Submitted, "#prompt")
-    def _submitted(self, event: Input.Submitted) -> None:
+    async def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -158,13 +161,13 @@ class ChatScreen(Screen[None]):
         event.input.value = ""
         self._record(ChatMessage("user", text))
         self._add_view("user", text)
-        self._start_reply()
+        await self._start_reply()
 
     def action_stop(self) -> None:
         if self.generating and self.cancel_event is not None:
             self.cancel_event.set()
 
-    def action_regenerate(self) -> None:
+    async def action_regenerate(self) -> None:
         if self._refuse_busy_or_unloaded():
             return
         conv = self.chat_app.conversation
@@ -174,7 +177,7 @@ class ChatScreen(Screen[None]):
         if conv.messages[-1].role == "assistant":
             keep = len(conv.messages) - 1
             self._truncate(keep)
-        self._start_reply()
+        await self._start_reply()
 
     def action_edit_last(self) -> None:
         if self.generating:
@@ -227,10 +230,11 @@ class ChatScreen(Screen[None]):
             return True
         return False
 
-    def _add_view(self, role: str, content: str) -> MessageView:
+    def _add_view(self, role: str, content: str, *, streaming: bool = False) -> MessageView:
         for hint in self.query(".empty-hint"):
             hint.remove()
-        return self.message_list.add(role, self.chat_app.msgs(f"role.{role}"), content)
+        label = self.chat_app.msgs(f"role.{role}")
+        return self.message_list.add(role, label, content, streaming=streaming)
 
     def _record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
         try:
@@ -246,19 +250,29 @@ class ChatScreen(Screen[None]):
             self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
         self.message_list.remove_from(keep)
 
-    def _start_reply(self) -> None:
+    async def _start_reply(self) -> None:
         loaded = self.chat_app.loaded
         assert loaded is not None
         settings = self.chat_app.settings
-        view = self._add_view("assistant", "")
+        view = self._add_view("assistant", "", streaming=True)
         # The reply belongs to this conversation even if a new chat starts before it ends.
         view.conversation = self.chat_app.conversation
         self.generating = True
-        self.cancel_event = threading.Event()
+        cancel = self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
-        self._generate(
-            loaded, settings, list(self.chat_app.conversation.messages), view, self.cancel_event
-        )
+        history = list(self.chat_app.conversation.messages)
+        # Start decoding once the new views are mounted, styled and laid out: that one-off
+        # work (tens of ms of Python) would otherwise hold the GIL against the decoding
+        # thread; the person sees their message at the same moment either way.
+        await self.message_list.mounted()
+
+        def start(refreshes: int) -> None:
+            if refreshes > 0:
+                self.call_after_refresh(start, refreshes - 1)
+            else:
+                self._generate(loaded, settings, history, view, cancel)
+
+        start(START_AFTER_REFRESHES)
 
     @work(thread=True, exclusive=True, group="reply")
     def _generate(
@@ -300,10 +314,11 @@ class ChatScreen(Screen[None]):
                     pending.append(event.text)
                     if event.index == 0 or time.perf_counter() - last_flush >= FLUSH_INTERVAL:
                         flush()
-                elif isinstance(event, (Started, PromptProcessed)):
+                elif isinstance(event, Started):
+                    # The prompt's figures (PromptProcessed) go with the first token, which
+                    # follows at once: a separate update would cost the decode a repaint.
                     flush()
-                    if isinstance(event, Started):
-                        self._tell_dropped(loaded)
+                    self._tell_dropped(loaded)
                 elif isinstance(event, Finished):
                     finished = event
         except ContextOverflowError as exc:
@@ -328,8 +343,12 @@ class ChatScreen(Screen[None]):
             self.chat_app.call_from_thread(self.notify, note, severity="warning")
 
     def _show_chunk(self, view: MessageView, text: str, stats: LiveStats) -> None:
-        view.append(text)
+        grew = view.append(text)
         self.show_stats(stats)
+        if grew:
+            self._follow()
+
+    def _follow(self) -> None:
         messages = self.message_list
         if messages.max_scroll_y - messages.scroll_y <= 3:  # follow unless the user scrolled up
             messages.scroll_end(animate=False)
@@ -353,6 +372,8 @@ class ChatScreen(Screen[None]):
         text = fin.text or view.text
         if text != view.text:  # e.g. the runtime trimmed a stop string
             view.set_text(text)
+        view.finish()
+        self._follow()
         if fin.reason == "context_full":
             self.notify(
                 m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning"
