@@ -159,7 +159,7 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
     loaded.close()
 
     a, b = statistics.median(tps["A"]), statistics.median(tps["B"])
-    ratios = [y / x for x, y in zip(tps["A"], tps["B"])]
+    ratios = [y / x for x, y in zip(tps["A"], tps["B"], strict=True)]
     spread = statistics.pstdev(tps["A"]) / statistics.fmean(tps["A"])
     print(f"model: {model_path}  backend: {loaded.backend}  quant: {loaded.quant}")
     print(f"reply tokens: {sorted(tokens)}  terminal: {args.size} (headless Pilot, rendered)")
@@ -170,6 +170,12 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
         f"ratio TUI/headless: {b / a:.3f}  (pairwise A,B: median {statistics.median(ratios):.3f},"
         f" min {min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.95)"
     )
+    # The UI's remaining cost is mostly per exchange (mounting and laying out the new
+    # messages), not per token, so the decode time it adds says more than the ratio for
+    # models of other speeds. Pairwise, over the n-1 token intervals of each reply.
+    gaps = statistics.median(sorted(tokens)) - 1
+    added = statistics.median(gaps / y - gaps / x for x, y in zip(tps["A"], tps["B"], strict=True))
+    print(f"decode time added by the TUI per reply: median {1000 * added:.0f} ms")
     print(
         f"process CPU s per reply: headless {statistics.median(cpu['A']):.3f}, "
         f"TUI {statistics.median(cpu['B']):.3f} (TUI: whole round, Enter to settled)"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Markdown
 
 from amalia_edge.runtime.events import Event, TokenEvent
 from amalia_edge.tui import model as model_mod
@@ -31,7 +32,7 @@ from amalia_edge.tui.app import ChatApp, default_monitor
 from amalia_edge.tui.history import HistoryStore
 from amalia_edge.tui.model import LoadedModel
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
-from amalia_edge.tui.widgets.messages import MessageView
+from amalia_edge.tui.widgets.messages import MessageView, StreamingBody
 from tests.test_tui_snapshots import settle
 
 pytestmark = pytest.mark.skipif(
@@ -184,8 +185,15 @@ async def test_stop_mid_reply_keeps_partial_reply(tmp_path: Path, gguf: Path) ->
             if reply.role == "assistant" and reply.text:
                 break
         assert app.chat.generating
+        # Streaming: plain text that shows what has arrived so far, Markdown only at the end.
+        assert isinstance(reply.body, StreamingBody)
+        await pilot.pause(0.1)
+        assert reply.body.text and reply.text.startswith(reply.body.text)
         await pilot.press("escape")
         await settle(app, pilot)
+        body: object = reply.body  # (a fresh look: mypy narrowed reply.body above)
+        assert isinstance(body, Markdown) and body.is_attached
+        assert not list(reply.query(StreamingBody))
         last = app.conversation.messages[-1]
         assert last.role == "assistant" and last.stats is not None
         assert last.stats["finish_reason"] == "cancelled"
@@ -379,11 +387,14 @@ def test_kill_mid_reply_leaves_history_intact(tmp_path: Path, gguf: Path) -> Non
 async def test_demo_model_by_default_and_why_this_backend(
     tmp_path: Path, demo_artifacts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No MODEL: the bundled demo checkpoint is converted once into the user cache.
+    # No MODEL: the runtime's demo model, converted once into the user cache (the same
+    # directory every command uses).
+    from amalia_edge.runtime import default_model_path
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(model_mod, "DEMO_DIRS", (model_mod.DEMO_DIRS[0], tmp_path / "none"))
     spec_default = model_mod.resolve_model(None)
     assert Path(spec_default).is_relative_to(tmp_path / "cache")
+    assert Path(spec_default) == default_model_path()
     assert list(Path(spec_default).glob("*.gguf"))
 
     # The demo's artifacts directory (three quant types): selection explains its choice.

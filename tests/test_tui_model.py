@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,31 @@ def test_explain_selection_lists_chosen_rejected_and_missing_backends() -> None:
     assert model_mod.explain_selection(None) == ([], [])
 
 
-def test_resolve_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert model_mod.resolve_model("x.gguf") == "x.gguf"
-    bundled, local = tmp_path / "bundled", tmp_path / "demo-artifacts"
-    monkeypatch.setattr(model_mod, "DEMO_DIRS", (bundled, local))
-    with pytest.raises(ArtifactError, match="demo model is missing"):
-        model_mod.resolve_model(None)
-    local.mkdir()
-    (local / "demo-Q8_0.gguf").write_bytes(b"GGUF")
-    assert model_mod.resolve_model(None) == local
+def test_no_model_means_the_runtime_demo_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The TUI has no demo cache of its own: it asks the runtime, as every command does, and
+    # without progress bars (they would draw over the app).
+    from amalia_edge.runtime import artifacts
+
+    calls: list[bool] = []
+
+    def fake(*, progress: bool = False) -> Path:
+        calls.append(progress)
+        return tmp_path / "demo-0123"
+
+    monkeypatch.setattr(artifacts, "default_model_path", fake)
+    assert model_mod.resolve_model("x.gguf") == "x.gguf" and calls == []
+    assert model_mod.resolve_model(None) == tmp_path / "demo-0123"
+    assert calls == [False]
+
+
+def test_default_threads_leave_a_core_for_the_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    for physical, want in ((12, 11), (2, 1), (1, 1), (None, max(1, (os.cpu_count() or 1) - 1))):
+        monkeypatch.setattr(psutil, "cpu_count", lambda logical=True, n=physical: n)
+        assert model_mod.default_threads() == want
 
 
 def test_load_failure_is_a_one_line_error(tmp_path: Path) -> None:

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="context size in tokens (2048, or the model's own if shorter)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="decode threads (default: physical cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="decode threads (default: physical cores less one, leaving one to the interface)",
     )
     parser.add_argument(
         "--lang", choices=("pt", "en"), default="pt", help="interface language (pt: pt-PT)"

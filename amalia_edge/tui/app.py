@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,12 +43,10 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_INTERVAL = 0.5  # seconds between telemetry samples while the app runs
 IDLE_REFRESH = 1.0  # seconds between stats refreshes while no reply is streaming
-# The decode thread drops the GIL inside every llama.cpp call; when it returns it must wait
-# until the UI thread yields the GIL, which CPython forces only every switch interval (5 ms
-# by default, longer than a token of a small model). With 0.5 ms, one run of
-# benchmarks/tui_overhead.py (tiny test model, busy 2-core machine) went from 37 % to 82 % of
-# headless decode speed.
-SWITCH_INTERVAL = 0.0005
+# The interpreter's switch interval is left at its default (5 ms). The previous 0.5 ms was
+# not a net win once the UI stopped re-laying out the screen while a reply streams: decode
+# in the TUI at 0.57 and 0.62 of headless speed with 0.5 ms vs 0.81 and 0.66 with 5 ms
+# (benchmarks/tui_overhead.py --demo --threads 1 --rounds 12, busy shared 2-core machine).
 
 
 def default_monitor() -> Any:
@@ -104,7 +101,6 @@ class ChatApp(App[None]):
         self._monitor_factory = monitor
         self._monitor: Any = None
         self._chat_screen: ChatScreen | None = None
-        self._saved_switch = sys.getswitchinterval()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -118,8 +114,6 @@ class ChatApp(App[None]):
         return self._chat_screen
 
     def on_mount(self) -> None:
-        self._saved_switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
         self.title = self.msgs("app.title")
         self.sub_title = self.spec.label
         if self._monitor_factory is not None:
@@ -129,7 +123,6 @@ class ChatApp(App[None]):
         self.load_model(self.spec)
 
     def on_unmount(self) -> None:
-        sys.setswitchinterval(self._saved_switch)
         # Let a reply still decoding in its worker thread end now.
         if self._chat_screen is not None and self._chat_screen.cancel_event is not None:
             self._chat_screen.cancel_event.set()

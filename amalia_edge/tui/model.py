@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from amalia_edge.errors import ArtifactError
 from amalia_edge.runtime.events import Event
 from amalia_edge.tui.history import ChatMessage
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
@@ -70,7 +69,7 @@ def load(spec: ModelSpec) -> LoadedModel:
 
     source = runtime_source(resolve_model(spec.model))
     n_ctx = spec.n_ctx or default_context(source.usable())
-    options = LoadOptions(n_threads=spec.threads) if spec.threads else None
+    options = LoadOptions(n_threads=spec.threads or default_threads())
     model = load_model(source, backend=spec.backend, quant=spec.quant, n_ctx=n_ctx, options=options)
     return describe(model, spec)
 
@@ -84,38 +83,37 @@ def default_context(artifacts: Sequence[Any]) -> int:
     return min([DEFAULT_CTX, *trained])
 
 
-# Where a MODEL-less `amalia-edge chat` looks, in order: artifacts shipped beside the bundled
-# demo model, then what `make demo` (`amalia-edge quantize --out demo-artifacts`) writes in
-# the current directory. Failing both, the bundled demo checkpoint is converted once into
-# the user cache (DEMO_CACHE_TYPE needs no llama.cpp quantizer; the demo model is small).
-DEMO_DIRS = (Path(__file__).resolve().parents[1] / "data" / "demo", Path("demo-artifacts"))
-DEMO_CACHE_TYPE = "Q8_0"
-
-
 def resolve_model(model: str | None) -> str | Path:
-    """``model`` itself, or for ``None`` the demo model's artifacts (converted on first use).
+    """``model`` itself, or for ``None`` the bundled demo model's artifacts directory.
 
-    Slow the first time (conversion): call it from a worker thread, as :func:`load` is.
+    That is :func:`amalia_edge.runtime.default_model_path`, the default MODEL of every
+    command, so the demo is converted once into the user cache for all of them. Slow the
+    first time (conversion, seconds): call it from a worker thread, as :func:`load` is. No
+    progress bars: they would draw over the app.
     """
     if model is not None:
         return model
-    for d in DEMO_DIRS:
-        if (d / "manifest.json").is_file() or any(d.glob("*.gguf")):
-            return d
-    if not (DEMO_DIRS[0] / "config.json").is_file():
-        raise ArtifactError(
-            "no MODEL given and the bundled demo model is missing "
-            f"(looked in {', '.join(str(d) for d in DEMO_DIRS)})",
-            fix="pass a GGUF file or an artifacts directory (F4 in the chat)",
-        )
-    import platformdirs
+    from amalia_edge.runtime.artifacts import default_model_path
 
-    from amalia_edge.convert.pipeline import quantize
+    return default_model_path(progress=False)
 
-    out = Path(platformdirs.user_cache_dir("amalia-edge", appauthor=False)) / "demo-artifacts"
-    # quantize() reuses what is already there and up to date, so this is cheap after once.
-    quantize(None, out, [DEMO_CACHE_TYPE], imatrix="none", progress=False)
-    return out
+
+def default_threads() -> int:
+    """Decode threads when none are asked for: the physical cores less one, at least one.
+
+    The llama.cpp backend's own default is every physical core, which suits a headless
+    run; in the chat the UI thread needs a core too, and a decode thread that the UI
+    preempts holds up the others at every synchronisation point of each token.
+    """
+    import os
+
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unsupported platform: count logical CPUs
+        cores = None
+    return max(1, (cores or os.cpu_count() or 1) - 1)
 
 
 def describe(model: Model, spec: ModelSpec) -> LoadedModel:

@@ -4,14 +4,15 @@ The reply is generated in a thread worker (``@work(thread=True, exclusive=True)`
 consumes ``model.stream_chat``. It batches tokens into at most one UI update per
 :data:`FLUSH_INTERVAL` (the first token is shown at once) and hands each batch to the UI as
 a :class:`ResponseChunk` message. ``post_message`` is thread-safe and, unlike
-``App.call_from_thread``, does not wait for the UI to run the update. In one run of
-``benchmarks/tui_overhead.py`` (tiny test model, busy 2-core machine) waiting held decode in
-the TUI to 5 % of headless speed and posting to 25 % (the rest was the GIL, see
-``ChatApp``'s ``SWITCH_INTERVAL``). The reply's outcome arrives in the same queue, so after
-every chunk, as one of three messages in the manner of elia: :class:`ResponseStarted`,
-:class:`ResponseComplete` (also for a stopped or length-limited reply) or
-:class:`ResponseFailed`; each handler puts the screen back into a usable state, whatever went
-wrong.
+``App.call_from_thread``, does not wait for the UI to run the update. While it streams the
+reply is plain text (:class:`~amalia_edge.tui.widgets.messages.StreamingBody`), rendered as
+Markdown once complete. The UI thread's work competes with the decoding thread for the GIL,
+so whatever the UI does while a fast model decodes costs decode speed: see
+``benchmarks/tui_overhead.py`` and the README for what remains. The reply's outcome arrives in
+the same queue, after every chunk, as one of three messages in the manner of elia:
+:class:`ResponseStarted`, :class:`ResponseComplete` (also for a stopped or length-limited
+reply) or :class:`ResponseFailed`; each handler puts the screen back into a usable state,
+whatever went wrong.
 """
 
 from __future__ import annotations
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.1  # seconds between UI updates while a reply streams (10 Hz reads as live)
-# Screen refreshes to let pass after mounting a new exchange before decoding starts (see
-# ChatScreen._start_reply); 3 measured: with 2, a Markdown block still laid out mid-decode.
-START_AFTER_REFRESHES = 2
 
 
 class ResponseStarted(Message):
@@ -261,18 +259,13 @@ class ChatScreen(Screen[None]):
         cancel = self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
         history = list(self.chat_app.conversation.messages)
-        # Start decoding once the new views are mounted, styled and laid out: that one-off
-        # work (tens of ms of Python) would otherwise hold the GIL against the decoding
-        # thread; the person sees their message at the same moment either way.
+        # Decode once both new views are mounted (the user's Markdown parsed, the streaming
+        # body there to take the first token): mounting is ~20 ms of Python that would
+        # otherwise hold the GIL against the decoding thread. Waiting for the layout passes
+        # too (two refreshes) took decode to 0.77-0.81 of headless speed but the whole reply,
+        # Enter to last token, 60-90 ms longer (benchmarks/tui_overhead.py), so it does not.
         await self.message_list.mounted()
-
-        def start(refreshes: int) -> None:
-            if refreshes > 0:
-                self.call_after_refresh(start, refreshes - 1)
-            else:
-                self._generate(loaded, settings, history, view, cancel)
-
-        start(START_AFTER_REFRESHES)
+        self._generate(loaded, settings, history, view, cancel)
 
     @work(thread=True, exclusive=True, group="reply")
     def _generate(

@@ -68,7 +68,9 @@ class MessageView(Vertical):
     """A role label over a body: Markdown, or while a reply streams a :class:`StreamingBody`
     that :meth:`finish` replaces with Markdown."""
 
-    def __init__(self, role: str, label: str, content: str = "", *, streaming: bool = False) -> None:
+    def __init__(
+        self, role: str, label: str, content: str = "", *, streaming: bool = False
+    ) -> None:
         super().__init__(classes=f"message -{role}")
         self.role = role
         self.conversation: Conversation | None = None  # set on a reply: where it is saved
@@ -135,7 +137,9 @@ class MessageList(VerticalScroll):
 
     can_focus = False
 
-    def add(self, role: str, label: str, content: str = "", *, streaming: bool = False) -> MessageView:
+    def add(
+        self, role: str, label: str, content: str = "", *, streaming: bool = False
+    ) -> MessageView:
         view = MessageView(role, label, content, streaming=streaming)
         view.mounted = self.mount(view)
         self.scroll_end(animate=False)
