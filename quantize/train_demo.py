@@ -521,8 +521,12 @@ def write_checkpoint(args: argparse.Namespace, model, vocab: int, sp) -> None:  
 
 def write_card(out: Path, m: dict[str, Any]) -> None:
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    curve = m["loss_curve"]
+    # The card shows about a dozen rows; metrics.json keeps every logged point.
+    every = max(1, len(curve) // 12)
+    shown = [r for i, r in enumerate(curve) if i % every == 0 or i == len(curve) - 1]
     rows = "\n".join(
-        f"| {r['step']} | {r['train_loss']:.3f} | {r['elapsed_s']:.0f} |" for r in m["loss_curve"]
+        f"| {r['step']} | {r['train_loss']:.3f} | {r['elapsed_s']:.0f} |" for r in shown
     )
     inter, threads = m["intermediate_size"], m["torch_threads"]
     planned = m.get("steps_planned", m["steps"])
@@ -533,6 +537,14 @@ def write_card(out: Path, m: dict[str, Any]) -> None:
         else ""
     )
     lr = f"peak learning rate {m['lr']:g}, " if "lr" in m else ""
+    budget = m.get("max_seconds", 0)
+    timed = (
+        f"\nWith `--max-seconds {budget:g}` the cosine's progress is the larger of the step"
+        " fraction and the elapsed-time fraction, so a rerun on a differently loaded machine"
+        " can differ slightly."
+        if budget
+        else ""
+    )
     # Front matter: top-level scalars (license) feed GGUF general.license through
     # Checkpoint.license; the lists feed general.languages / general.tags.
     card = f"""---
@@ -573,7 +585,7 @@ wrapped as ChatML user/assistant turns. {m["steps"]} AdamW steps{stopped} of
 {m["batch"]} x {m["seq_len"]} tokens ({lr}linear warm-up then cosine decay to 10 %;
 {m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time on {threads} CPU
 threads of a 2-core machine shared with other jobs (torch {m["torch_version"]}); tokenizer
-training {m["tokenizer_seconds"]:.0f} s.
+training {m["tokenizer_seconds"]:.0f} s.{timed}
 
 | step | mean train loss (nats/token) | elapsed s |
 | --- | --- | --- |

@@ -84,6 +84,16 @@ def test_model_card_states_the_measured_numbers(demo: Checkpoint) -> None:
     assert metrics["parameters"] == demo.param_count
 
 
+def test_card_licence_reaches_gguf_metadata(demo: Checkpoint, demo_gguf: Path) -> None:
+    """The card's YAML front matter is what fills general.license / general.languages."""
+    import gguf
+
+    assert demo.license == "apache-2.0"
+    fields = gguf.GGUFReader(demo_gguf).fields
+    assert fields["general.license"].contents() == "apache-2.0"
+    assert fields["general.languages"].contents() == ["pt"]
+
+
 def test_llama_cpp_logits_match_the_numpy_reference(demo: Checkpoint, demo_gguf: Path) -> None:
     """Same logits through convert_hf-style Q/K permutation + llama.cpp's RoPE as in HF."""
     llama_cpp = pytest.importorskip("llama_cpp")
