@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         from amalia_edge.runtime.backend import LoadOptions
 
         options = LoadOptions(n_threads=args.threads) if args.threads else None
-        model = load_model(model_path, backend=args.backend, n_ctx=512, options=options)
-        greedy = SamplingParams(temperature=0.0)
+        # n_ctx=None: 512, or the model's own context when smaller (the demo's is 256).
+        model = load_model(model_path, backend=args.backend, n_ctx=None, options=options)
+        greedy = SamplingParams(temperature=0.0, ignore_eos=True)  # every round decodes --tokens
         prompt = model.session.tokenize(PROMPT_TEXT, add_bos=False, special=False)[:32]
 
         def decode_tps(k: int) -> float:

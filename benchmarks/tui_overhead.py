@@ -20,6 +20,15 @@ Usage::
 
     python3 benchmarks/tui_overhead.py MODEL [--rounds 8] [--tokens 128] [--threads 1]
     python3 benchmarks/tui_overhead.py --demo     # the demo model (runtime default_model_path)
+    python3 benchmarks/tui_overhead.py --synthetic-params 150M --threads 1
+
+The demo model decodes a whole reply in tens of milliseconds, so there a fixed per-reply cost
+of the UI dominates the ratio. ``--synthetic-params N`` builds (once, cached under /tmp; see
+``benchmarks/_tui_model.py``) a random-weight Llama of about N parameters whose decode speed
+on one CPU thread is in the tens of tokens/s, near a 9B model's on the Orin, and samples with
+``ignore_eos`` (random weights emit end-of-generation tokens at random) so every reply has
+exactly ``--tokens`` tokens. ``--ignore-eos`` forces that for any model; it applies to both
+conditions alike.
 """
 
 from __future__ import annotations
@@ -43,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("model", nargs="?", default=None)
     ap.add_argument("--demo", action="store_true", help="the demo model (converted once, cached)")
+    ap.add_argument(
+        "--synthetic-params",
+        default=None,
+        metavar="N",
+        help="a random-weight Llama of about N params, e.g. 150M (built once, cached in /tmp)",
+    )
+    ap.add_argument("--quant", default="q8_0", help="quant of the --synthetic-params GGUF (q8_0)")
+    ap.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="decode past end-of-generation tokens (always on with --synthetic-params)",
+    )
     ap.add_argument("--rounds", type=int, default=8, help="rounds per condition (8)")
     ap.add_argument("--tokens", type=int, default=128, help="max tokens per reply (128)")
     ap.add_argument("--ctx", type=int, default=None, help="context (default: the TUI's)")
@@ -53,30 +74,45 @@ def main(argv: list[str] | None = None) -> int:
         "--telemetry", action="store_true", help="run the app's telemetry monitor too (B only)"
     )
     args = ap.parse_args(argv)
-    if not args.model and not args.demo:
-        ap.error("give MODEL or --demo")
+    if sum(map(bool, (args.model, args.demo, args.synthetic_params))) != 1:
+        ap.error("give one of MODEL, --demo, --synthetic-params N")
     model_path = args.model
     if args.demo:
         from amalia_edge.runtime import default_model_path
 
         model_path = str(default_model_path())
+    if args.synthetic_params:
+        import _tui_model
+
+        print(_tui_model.describe(args.synthetic_params), file=sys.stderr)
+        model_path = str(_tui_model.synthetic_gguf(args.synthetic_params, args.quant))
+        args.ignore_eos = True
     with tempfile.TemporaryDirectory(prefix="amalia-tui-overhead-") as tmp:
         return asyncio.run(_run(args, model_path, Path(tmp)))
 
 
 class Recorder:
-    """The model, keeping the last ``Finished`` event (both conditions go through it)."""
+    """The model, keeping the last ``Finished`` event (both conditions go through it).
 
-    def __init__(self, model: Any) -> None:
+    ``ignore_eos``: every request's sampling gets ``ignore_eos=True`` (the TUI builds its own
+    ``SamplingParams``; this is where both conditions can be given the same one).
+    """
+
+    def __init__(self, model: Any, ignore_eos: bool = False) -> None:
         self._model = model
+        self._ignore_eos = ignore_eos
         self.finished: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
     def stream_chat(self, messages: Sequence[Any], **kw: Any) -> Iterator[Any]:
+        import dataclasses
+
         from amalia_edge.runtime.events import Finished
 
+        if self._ignore_eos and kw.get("sampling") is not None:
+            kw["sampling"] = dataclasses.replace(kw["sampling"], ignore_eos=True)
         for event in self._model.stream_chat(messages, **kw):
             if isinstance(event, Finished):
                 self.finished = event
@@ -93,7 +129,7 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
 
     spec = ModelSpec(model_path, backend=args.backend, n_ctx=args.ctx, threads=args.threads)
     loaded = model_mod.load(spec)
-    recorder = Recorder(loaded.model)
+    recorder = Recorder(loaded.model, ignore_eos=args.ignore_eos)
     loaded = dataclasses.replace(loaded, model=recorder)
     settings = ChatSettings(
         system="És um assistente prestável.", temperature=0.0, top_p=1.0, max_tokens=args.tokens
@@ -163,7 +199,10 @@ async def _run(args: argparse.Namespace, model_path: str, tmp: Path) -> int:
     spread = statistics.pstdev(tps["A"]) / statistics.fmean(tps["A"])
     print(f"model: {model_path}  backend: {loaded.backend}  quant: {loaded.quant}")
     print(f"reply tokens: {sorted(tokens)}  terminal: {args.size} (headless Pilot, rendered)")
-    print(f"decode threads: {args.threads or 'TUI default'}  telemetry: {args.telemetry}")
+    print(
+        f"decode threads: {args.threads or 'TUI default'}  telemetry: {args.telemetry}"
+        f"  ignore_eos: {args.ignore_eos}"
+    )
     print(f"decode tokens/s headless: median {a:.1f} (n={len(tps['A'])}, cv {spread:.1%})")
     print(f"decode tokens/s in TUI:   median {b:.1f} (n={len(tps['B'])})")
     print(
