@@ -234,7 +234,10 @@ def _from_manifest(directory: Path) -> ModelSource:
             shape = shape or art.shape
             artifacts.append(art)
         else:
-            artifacts.append(Artifact(**common, weight_bytes=entry.size))
+            # An ONNX graph keeps its weights in an external-data file beside it; the manifest
+            # records that file's size in ``extra["data_size"]`` (convert/onnx.py).
+            data = int((entry.extra or {}).get("data_size") or 0)
+            artifacts.append(Artifact(**common, weight_bytes=entry.size + data))
     # ONNX / TensorRT entries carry no GGUF header: borrow the shape from a GGUF of the same
     # model, else from the manifest's model record.
     shape = shape or _shape_from_manifest_model(manifest.model)
