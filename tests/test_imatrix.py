@@ -171,3 +171,63 @@ def test_llama_cpp_quantizer_accepts_it(demo: Checkpoint, imx_path: Path, tmp_pa
     assert (
         r.fields["quantize.imatrix.entries_count"].contents() == 7 * demo.config.num_hidden_layers
     )
+
+
+def test_layers_read_once_and_sums_equal_chunk_by_chunk(
+    demo: Checkpoint, calib: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grouped pass reads each layer tensor once and sums exactly what one-at-a-time does."""
+    from amalia_edge.convert.tensor_names import gguf_name, spec_for
+    from amalia_edge.reference import ReferenceModel
+
+    chunks = im.make_chunks(
+        im.tokenize(demo, calib.read_text(encoding="utf-8")), CTX, demo.vocab.bos_id
+    )
+    assert len(chunks) >= 3
+    # The old procedure, spelled out: one forward pass per chunk, sums accumulated per weight.
+    spec = spec_for(demo.config.architecture)
+    want2: dict[str, np.ndarray] = {}
+    want_n: dict[str, int] = {}
+
+    def hook(hf: str, x: np.ndarray) -> None:
+        g = gguf_name(spec, hf)
+        if g is None or not g.startswith("blk."):
+            return
+        x64 = x.astype(np.float64)
+        want2[g] = want2.get(g, 0) + (x64**2).sum(0)
+        want_n[g] = want_n.get(g, 0) + x.shape[0]
+
+    ref = ReferenceModel(demo)
+    for chunk in chunks:
+        ref.hidden_states(chunk, on_matmul=hook)
+
+    reads: list[str] = []
+    real_read = Checkpoint.read
+
+    def counting_read(self: Checkpoint, name: str, dtype: str | None = None) -> np.ndarray:
+        reads.append(name)
+        return real_read(self, name, dtype)
+
+    monkeypatch.setattr(Checkpoint, "read", counting_read)
+    done: list[tuple[int, int]] = []
+    stats = im.collect(demo, chunks, lambda d, t: done.append((d, t)))
+    layer_tensors = [n for n in demo.tensor_infos if n.startswith("model.layers.")]
+    assert sorted(n for n in reads if n.startswith("model.layers.")) == sorted(layer_tensors)
+    assert done[-1] == (len(chunks), len(chunks)) and done == sorted(done)
+    assert set(stats.in_sum2) == set(want2)
+    for g, s in want2.items():
+        np.testing.assert_allclose(stats.in_sum2[g], s, rtol=1e-6)
+        assert stats.counts[g] == want_n[g] == len(chunks) * CTX
+
+    # A budget of one chunk per group: the weights are read once per chunk, same sums.
+    reads.clear()
+    per_chunk = im.group_size(demo, CTX, 1)
+    assert per_chunk == 1
+    small = im.collect(demo, chunks, max_group_bytes=1)
+    assert len([n for n in reads if n.startswith("model.layers.")]) == len(chunks) * len(
+        layer_tensors
+    )
+    for g in want2:
+        np.testing.assert_allclose(small.in_sum2[g], stats.in_sum2[g], rtol=1e-6)
+        np.testing.assert_allclose(small.in_sum[g], stats.in_sum[g], rtol=1e-6, atol=1e-9)
+        assert small.counts[g] == stats.counts[g]
