@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
             f"the chat needs Textual, which is not installed ({exc.name})",
             fix="pip install 'amalia-edge[tui]'",
         ) from None
+    if args.model is not None:
+        # A MODEL that is not there, or is not a GGUF / artifacts directory, is a mistake on the
+        # command line: say so in one line before the app opens. Failures after that (a load
+        # that runs out of memory, a model switched to from inside the app) stay in the UI.
+        from amalia_edge.runtime.artifacts import resolve_model
+
+        resolve_model(args.model)
     from amalia_edge.tui.history import HistoryStore
     from amalia_edge.tui.i18n import Messages
     from amalia_edge.tui.settings import ChatSettings, ModelSpec
