@@ -18,6 +18,7 @@ import pytest
 from amalia_edge.checkpoint import open_checkpoint
 from amalia_edge.convert.gguf import llama3_rope_factors, write_gguf
 from tests import factory
+from tests.factory import LLAMA3_ROPE_SCALING
 
 PT_TEXT = (
     "O Zé comeu 3 pastéis de nata às 10h30 — «ótimo!», disse a avó em Coimbra.\n"
@@ -196,13 +197,7 @@ def test_rope_scaling_metadata(make_checkpoint: Callable[..., Path], tmp_path: P
     assert _kv(r, "llama.rope.scaling.factor") == pytest.approx(4.0)
     assert _kv(r, "llama.rope.scaling.original_context_length") == 512
 
-    rs = {
-        "rope_type": "llama3",
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64,
-    }
+    rs = LLAMA3_ROPE_SCALING
     l3 = make_checkpoint(rope_scaling=rs, rope_theta=500000.0)
     r = _reader(_write(l3, tmp_path / "l3", "F16"))
     assert _kv(r, "llama.rope.scaling.type") is None  # llama3 rides in rope_freqs.weight
@@ -281,13 +276,7 @@ def test_llama_cpp_logits_match_reference(
     [
         {"rope_type": "linear", "factor": 2.0},
         {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512},
-        {
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        },
+        LLAMA3_ROPE_SCALING,
     ],
     ids=lambda rs: rs["rope_type"],
 )
@@ -428,13 +417,7 @@ def _llama_convert(ckpt_dir: Path, out: Path, outtype: str) -> Path:
         ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "f32"),
         (
             {
-                "rope_scaling": {
-                    "rope_type": "llama3",
-                    "factor": 8.0,
-                    "low_freq_factor": 1.0,
-                    "high_freq_factor": 4.0,
-                    "original_max_position_embeddings": 64,
-                },
+                "rope_scaling": LLAMA3_ROPE_SCALING,
                 "rope_theta": 500000.0,
             },
             "f16",

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.factory import LLAMA3_ROPE_SCALING
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -164,15 +166,7 @@ def test_weights_shrink_with_precision(exported: Any) -> None:
     "spec",
     [
         {"dtype": "BF16", "tie_word_embeddings": True},
-        {
-            "rope_scaling": {
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 64,
-            }
-        },
+        {"rope_scaling": LLAMA3_ROPE_SCALING},
         {
             "rope_scaling": {
                 "rope_type": "yarn",

@@ -15,6 +15,7 @@ import pytest
 from amalia_edge.checkpoint import Checkpoint, open_checkpoint
 from amalia_edge.reference import ReferenceModel, rope_inv_freq
 from tests import factory
+from tests.factory import LLAMA3_ROPE_SCALING
 
 IDS = [1, 17, 300, 1200, 42, 42, 999, 5, 1500, 7, 64, 128]
 
@@ -239,13 +240,7 @@ CASES: dict[str, dict[str, Any]] = {
     "linear": {"rope_scaling": {"rope_type": "linear", "factor": 2.0}},
     "llama3": {
         "rope_theta": 500000.0,
-        "rope_scaling": {
-            "rope_type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        },
+        "rope_scaling": LLAMA3_ROPE_SCALING,
     },
     "yarn": {
         "max_position_embeddings": 2048,

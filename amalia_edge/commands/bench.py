@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from amalia_edge.commands import add_model_argument
 from amalia_edge.errors import BenchError
 
 
@@ -30,12 +31,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help="artifacts directory or GGUF file (default: the bundled demo model)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "-p",
         "--n-prompt",

@@ -8,16 +8,12 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from amalia_edge.commands import add_model_argument
 from amalia_edge.errors import AmaliaEdgeError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help="artifacts directory or GGUF file (default: the bundled demo model)",
-    )
+    add_model_argument(parser)
     parser.add_argument("--backend", default=None, help="force a backend (default: automatic)")
     parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
     parser.add_argument(

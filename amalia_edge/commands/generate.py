@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from amalia_edge.commands import add_model_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s [options] [MODEL] PROMPT"
@@ -28,13 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Generate a reply to one prompt, streamed to stdout. "
         'Without MODEL (`amalia-edge generate "Olá!"`) the bundled demo model is used.'
     )
-    parser.add_argument(
-        "model",
-        metavar="MODEL",
-        nargs="?",
-        default=None,
-        help="artifacts directory or .gguf file (default: the bundled demo model)",
-    )
+    add_model_argument(parser)
     parser.add_argument("prompt", metavar="PROMPT", help='the prompt ("-" reads stdin)')
     sel = parser.add_argument_group("selection")
     sel.add_argument("--backend", help="force a backend (llama.cpp, onnxruntime, tensorrt)")
