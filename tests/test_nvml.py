@@ -476,3 +476,52 @@ def test_bench_takes_joules_from_the_counter(fake_nvml, tiny_gguf) -> None:
     assert rec.joules_per_token == pytest.approx(250.0 * seconds / 16, rel=0.01)
     assert rec.rails_avg_w["nvml_gpu0"] == pytest.approx(100.0)
     assert rec.gpu_freq_min == 1_980_000_000 and rec.temps_max_c["nvml_gpu0"] == 43.0
+
+
+# -- doctor ----------------------------------------------------------------------------------------
+def _nvml_check(fake_device: Any) -> Any:
+    from amalia_edge.device import probe
+    from amalia_edge.device.checks import run_checks
+
+    info = probe(fake_device("x86-rtx").fsroot())
+    assert info.gpus and not info.is_jetson
+    checks = {c.name: c for c in run_checks(info)}
+    return checks["NVML GPU telemetry"]
+
+
+def test_doctor_reports_nvml_on_a_dgpu_machine(fake_device, fake_nvml) -> None:
+    fake_nvml([FakeGpu(name="NVIDIA RTX A6000", cc=(8, 6), limit_mw=300_000, reasons=0)])
+    c = _nvml_check(fake_device)
+    assert c.status == "ok"
+    assert c.detail == (
+        "GPU 0 NVIDIA RTX A6000, 112 W of 300 W, 43 °C, SM 1980 MHz; driver 570.124.06, "
+        "CUDA 12.8; J from the energy counter"
+    )
+
+
+def test_doctor_warns_when_the_gpu_is_slowed_or_nvml_is_missing(fake_device, fake_nvml) -> None:
+    gpu = FakeGpu(reasons=pynvml.nvmlClocksEventReasonHwThermalSlowdown)
+    gpu.codes["nvmlDeviceGetTotalEnergyConsumption"] = NOT_SUPPORTED
+    fake_nvml([gpu])
+    c = _nvml_check(fake_device)
+    assert c.status == "warn" and "slowed now by hw_thermal_slowdown" in c.detail
+    assert "unavailable: energy" in c.detail and "J from ∫P dt" in c.detail
+    assert c.fix and "nvidia-smi" in c.fix
+
+
+def test_doctor_without_the_driver_says_why(fake_device) -> None:
+    """Real pynvml, no libnvidia-ml here (the fake tree only claims a GPU)."""
+    if _library_loads():  # pragma: no cover
+        pytest.skip("this machine has the NVIDIA driver")
+    c = _nvml_check(fake_device)
+    assert c.status == "warn" and "NVML Shared Library Not Found" in c.detail
+    assert c.fix == "check the NVIDIA driver: `nvidia-smi` must work for this user"
+
+
+def test_doctor_on_a_jetson_or_without_gpu_has_no_nvml_check(fake_device) -> None:
+    from amalia_edge.device import probe
+    from amalia_edge.device.checks import run_checks
+
+    for tree in ("agx-orin-64gb-jp6", "x86-plain"):
+        names = [c.name for c in run_checks(probe(fake_device(tree).fsroot()))]
+        assert "NVML GPU telemetry" not in names
