@@ -40,11 +40,13 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -58,6 +60,7 @@ if str(REPO) not in sys.path:
 DEMO_TOKENIZER = REPO / "amalia_edge" / "data" / "demo" / "tokenizer.model"
 DEFAULT_QUANTS = ("F16", "Q8_0", "Q4_K_M")
 PROMPT = "Olá! Em que cidade fica a Torre de Belém?"
+TERMINATED = threading.Event()  # SIGTERM seen (see _terminated)
 
 # Random-weight Llamas built with tests/factory.py. "0.8b": 16 layers × 25.2M + embeddings and
 # head 2 × 128000 × 1536 = 0.797B parameters (EuroLLM's 128k vocabulary, GQA 12/4 heads).
@@ -127,6 +130,10 @@ class Report:
             raise
         except Exception as exc:  # a step's failure is its result; the next step still runs
             result = {"status": "fail", "error": f"{type(exc).__name__}: {exc}"}
+        if TERMINATED.is_set():
+            self.steps[name] = {"status": "interrupted", "seconds": time.perf_counter() - t0}
+            self.save()
+            raise KeyboardInterrupt
         result.setdefault("status", "ok")
         result["seconds"] = round(time.perf_counter() - t0, 2)
         self.steps[name] = result
@@ -310,8 +317,6 @@ def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
         "crashed": proc.returncode < 0,
     }
     if proc.returncode < 0:
-        import signal
-
         res["signal"] = signal.Signals(-proc.returncode).name
     return res
 
@@ -728,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_bench is not None:
         return worker_bench(args.worker_bench, args)
     report = Report(args.out, argv)
+    signal.signal(signal.SIGTERM, _terminated)  # `timeout` ends us: report, then exit
     quants = [q.strip().upper() for q in args.quants.split(",") if q.strip()]
     try:
         report.run("doctor", step_doctor)
@@ -773,9 +779,17 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     except KeyboardInterrupt:
-        report.data["note"] = "interrupted"
+        report.data["note"] = "interrupted (Ctrl-C or a timeout's SIGTERM)"
         return finish(report, 130)
     return finish(report, 0 if passed(report.data, gpu) else 1)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    # subprocess.run kills its child on the way out; Report.run marks the step interrupted.
+    # The flag too: raised inside a ctypes callback (llama.cpp's log hook), the exception
+    # would be printed and dropped, so Report.run checks the flag after every step.
+    TERMINATED.set()
+    raise KeyboardInterrupt
 
 
 def passed(data: dict[str, Any], gpu: bool) -> bool:
