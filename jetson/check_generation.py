@@ -1,8 +1,10 @@
 """Last step of jetson/setup.sh: generate a few tokens and fail unless they ran on the GPU.
 
-    python jetson/check_generation.py ARTIFACTS_DIR
+    python jetson/check_generation.py [MODEL]
 
-Loads the model the way every front end does (``amalia_edge.runtime.load_model``), streams a
+MODEL is an artifacts directory or a ``.gguf`` (nothing: the bundled demo model). Loads it the
+way every front end does (``amalia_edge.runtime.load_model``) with the context the runtime
+derives from the model (2048, or the model's own training context when smaller), streams a
 short pt-PT reply, and asks the chosen backend whether it runs on the GPU here (its
 ``probe(device).details``: ``gpu_offload`` for llama.cpp, the initialized ``providers`` for
 ONNX Runtime; TensorRT always does). Prints one JSON line; exit status 1 with the reason and
@@ -20,21 +22,28 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: check_generation.py ARTIFACTS_DIR", file=sys.stderr)
+    if len(argv) > 1 or any(a.startswith("-") for a in argv):
+        print("usage: check_generation.py [MODEL]", file=sys.stderr)
         return 2
     sys.path.insert(0, str(REPO))  # also works from a checkout that is not pip-installed
     from amalia_edge.device import probe
+    from amalia_edge.errors import AmaliaEdgeError
     from amalia_edge.runtime import load_model, registry
     from amalia_edge.runtime.events import Finished, Started
 
     device = probe("/")
-    model = load_model(argv[0], device=device, n_ctx=512)
+    try:
+        # n_ctx None: the runtime's default for this model, never more than it was trained on.
+        model = load_model(argv[0] if argv else None, device=device, n_ctx=None)
+    except AmaliaEdgeError as exc:
+        print(f"check_generation: error: {exc}", file=sys.stderr)
+        return 1
     backend = None
     reply = None
+    n_ctx = None
     for event in model.stream("Olá! Em que cidade fica a Torre de Belém?", max_tokens=16):
         if isinstance(event, Started):
-            backend = event.backend
+            backend, n_ctx = event.backend, event.n_ctx
         elif isinstance(event, Finished):
             reply = event
     if backend is None or reply is None or reply.reason == "error":
@@ -58,6 +67,7 @@ def main(argv: list[str]) -> int:
             {
                 "backend": backend,
                 "gpu": on_gpu,
+                "n_ctx": n_ctx,
                 "details": details,
                 "completion_tokens": reply.completion_tokens,
                 "decode_tokens_per_s": tokens_per_s,

@@ -88,6 +88,9 @@ class Spec:
     seed: int = 0
     config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     chat_template_in: str = "tokenizer_config"  # tokenizer_config | jinja | none
+    # spm only: an existing SentencePiece model file (same special ids as SPM_SPECIALS) used
+    # instead of training one on the corpus (benchmarks/gpu_check.py: the demo's tokenizer).
+    tokenizer_model: str | None = None
 
 
 # About 0.63B parameters in BF16 with a 128k vocabulary (EuroLLM's size): the checkpoint the
@@ -286,17 +289,23 @@ def _random_tensor(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray[A
     return (scale * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
+def _spm_bytes(spec: Spec) -> bytes:
+    if spec.tokenizer_model:
+        return Path(spec.tokenizer_model).read_bytes()
+    return spm_model_bytes(spec.tokenizer_vocab)
+
+
 def spm_vocab_size(spec: Spec) -> int:
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_proto=spm_model_bytes(spec.tokenizer_vocab))
+    sp = spm.SentencePieceProcessor(model_proto=_spm_bytes(spec))
     return int(sp.vocab_size())
 
 
 def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
     """Write tokenizer files; return (tokenizer size, special ids for config.json)."""
     if spec.tokenizer == "spm":
-        (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab))
+        (out / "tokenizer.model").write_bytes(_spm_bytes(spec))
         n = spm_vocab_size(spec)
         decoder = {
             str(i): {

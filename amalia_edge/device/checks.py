@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from amalia_edge.device.probe import DeviceInfo
 
@@ -128,6 +128,13 @@ def _ort_session() -> OrtSession | None:
     return OrtSession(ort.__version__, available, tuple(sess.get_providers()))
 
 
+def _nvml_facts() -> dict[str, Any]:
+    # Imported only on a machine with an NVIDIA dGPU (the check's caller makes sure).
+    from amalia_edge.telemetry.nvml import nvml_facts
+
+    return nvml_facts()
+
+
 def _tensorrt_version() -> str | None:
     try:
         import tensorrt
@@ -144,6 +151,7 @@ class Probes:
     llama_build: Callable[[], LlamaBuild | None] = _llama_build
     ort_session: Callable[[], OrtSession | None] = _ort_session
     tensorrt_version: Callable[[], str | None] = _tensorrt_version
+    nvml_facts: Callable[[], dict[str, Any]] = _nvml_facts
 
 
 def _arch(info: DeviceInfo) -> str:
@@ -345,6 +353,55 @@ def check_power(info: DeviceInfo) -> list[Check]:
     return out
 
 
+# Clock event reasons that mean the GPU is slowed by heat or power right now (not idle or a
+# user setting); names from amalia_edge.telemetry.nvml.THROTTLE_REASONS.
+SLOWDOWN_REASONS = frozenset(
+    {"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+
+
+def check_nvml(info: DeviceInfo, probes: Probes) -> Check:
+    """GPU telemetry through NVML on a machine with an NVIDIA dGPU (watts, J/token, clocks)."""
+    name = "NVML GPU telemetry"
+    facts = probes.nvml_facts()
+    if not facts.get("available"):
+        reason = str(facts.get("reason") or "unknown")
+        fix = (
+            "pip install 'amalia-edge[nvml]'"
+            if "not installed" in reason
+            else "check the NVIDIA driver: `nvidia-smi` must work for this user"
+        )
+        return Check(name, "warn", f"no GPU watts or J/token: {reason}", fix)
+    parts = []
+    slow: list[str] = []
+    for g in facts.get("gpus", []):
+        now = g.get("now") or {}
+        bits = [f"GPU {g['index']} {g.get('name') or '?'}"]
+        if now.get("power_w") is not None:
+            limit = g.get("power_limit_w")
+            bits.append(f"{now['power_w']:.0f} W" + (f" of {limit:.0f} W" if limit else ""))
+        if now.get("temp_c") is not None:
+            bits.append(f"{now['temp_c']:.0f} °C")
+        if now.get("sm_clock_hz"):
+            bits.append(f"SM {now['sm_clock_hz'] / 1e6:.0f} MHz")
+        missing = [k for k, v in g.get("fields", {}).items() if not v.get("available")]
+        if missing:
+            bits.append("unavailable: " + ", ".join(missing))
+        parts.append(", ".join(bits))
+        slow += [r for r in now.get("throttle") or () if r in SLOWDOWN_REASONS]
+    versions = f"driver {facts.get('driver') or '?'}, CUDA {facts.get('cuda_driver') or '?'}"
+    counter = "J from the energy counter" if facts.get("energy_counter") else "J from ∫P dt"
+    detail = f"{'; '.join(parts)}; {versions}; {counter}"
+    if slow:
+        return Check(
+            name,
+            "warn",
+            f"{detail}; slowed now by {', '.join(sorted(set(slow)))}",
+            "check cooling and the power cap: `nvidia-smi -q -d PERFORMANCE,POWER`",
+        )
+    return Check(name, "ok", detail)
+
+
 def run_checks(
     info: DeviceInfo,
     *,
@@ -363,4 +420,6 @@ def run_checks(
     ]
     if info.is_jetson:
         checks += check_power(info)
+    elif info.gpus:  # a discrete NVIDIA GPU: its watts come from NVML (Jetson: INA3221)
+        checks.append(check_nvml(info, probes))
     return checks

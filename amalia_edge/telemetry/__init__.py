@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from amalia_edge.telemetry.base import Monitor, Reading, Sampler, Snapshot, SourceStatus
 from amalia_edge.telemetry.ina3221 import INA3221Sampler
+from amalia_edge.telemetry.nvml import NvmlSampler
 from amalia_edge.telemetry.rapl import RaplSampler
 from amalia_edge.telemetry.system import SystemSampler
 from amalia_edge.telemetry.tegrastats import TegrastatsSampler
@@ -32,10 +33,12 @@ from amalia_edge.telemetry.tegrastats import TegrastatsSampler
 __all__ = [
     "FallbackSampler",
     "Monitor",
+    "NvmlSampler",
     "Reading",
     "Sampler",
     "Snapshot",
     "SourceStatus",
+    "counter_series",
     "default_monitor",
     "default_samplers",
     "energy_joules",
@@ -78,11 +81,13 @@ class FallbackSampler(Sampler):
 def default_samplers(
     root: str | os.PathLike[str] = "/", interval: float = 0.1, pid: int | None = None
 ) -> list[Sampler]:
-    """Samplers in priority order: Jetson rails (INA3221, else tegrastats), RAPL, system."""
+    """Samplers in priority order: Jetson rails (INA3221, else tegrastats), NVIDIA GPUs (NVML,
+    off a Jetson), RAPL, system. The first that gives a total is the snapshot's ``power_w``."""
     return [
         FallbackSampler(
             "jetson_power", INA3221Sampler(root), TegrastatsSampler(interval=interval, root=root)
         ),
+        NvmlSampler(root),
         RaplSampler(root),
         SystemSampler(root, pid=pid),
     ]
@@ -127,13 +132,38 @@ def interpolate(points: Sequence[tuple[float, float]], t: float) -> float:
 
 
 def power_series(samples: Sequence[Snapshot], rail: str | None = None) -> list[tuple[float, float]]:
-    """(t, W) points of the total (``rail=None``) or of one rail, skipping samples without it."""
+    """(t, W) points of the total (``rail=None``) or of one rail, skipping samples without it.
+
+    When every sample with a total also carries its source's energy counter
+    (``Snapshot.energy_j``, NVML), the total's series is the counter's average power over
+    each interval between samples, as a step (two points per interval): its integral between
+    two sample times is then exactly the counter's difference, and any window integrates to
+    the counter with constant power assumed inside the intervals it cuts.
+    """
     if rail is None:
+        counted = counter_series(samples)
+        if counted is not None:
+            return counted
         pts = [(s.t, s.power_w) for s in samples if s.power_w is not None]
     else:
         pts = [(s.t, s.rails[rail]) for s in samples if rail in s.rails]
     pts.sort()
     return pts
+
+
+def counter_series(samples: Sequence[Snapshot]) -> list[tuple[float, float]] | None:
+    """The energy counter as step (t, W) points, or None where it cannot be trusted whole."""
+    pts = sorted((s.t, s.energy_j) for s in samples if s.power_w is not None)
+    if len(pts) < 2 or any(e is None for _, e in pts):
+        return None
+    out: list[tuple[float, float]] = []
+    for (ta, ea), (tb, eb) in itertools.pairwise(pts):
+        assert ea is not None and eb is not None
+        if tb <= ta or eb < ea:  # same stamp, or the counter reset (driver reload)
+            return None
+        watts = (eb - ea) / (tb - ta)
+        out += [(ta, watts), (tb, watts)]
+    return out
 
 
 def energy_joules(

@@ -49,6 +49,9 @@ class Reading:
     temps: dict[str, float] = field(default_factory=dict)  # zone -> degrees C
     gpu_load: float | None = None  # percent, 0..100
     gpu_freq: int | None = None  # Hz
+    # Cumulative joules from a hardware energy counter behind power_w (NVML's total energy),
+    # counted from when the source opened; None where the source has no counter.
+    energy_j: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Snapshot:
     temps: Mapping[str, float] = field(default_factory=dict)
     gpu_load: float | None = None
     gpu_freq: int | None = None
+    energy_j: float | None = None  # the power source's energy counter (J), see Reading
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -83,6 +87,7 @@ class Snapshot:
             "temps": dict(self.temps),
             "gpu_load": self.gpu_load,
             "gpu_freq": self.gpu_freq,
+            "energy_j": self.energy_j,
         }
 
 
@@ -109,6 +114,7 @@ def merge(t: float, readings: Iterable[Reading]) -> Snapshot:
     temps: dict[str, float] = {}
     power_w: float | None = None
     power_label: str | None = None
+    energy_j: float | None = None  # belongs to the source whose total won
     values: dict[str, float | int | None] = dict.fromkeys(
         ("cpu_percent", "mem_used", "rss", "gpu_load", "gpu_freq")
     )
@@ -118,7 +124,7 @@ def merge(t: float, readings: Iterable[Reading]) -> Snapshot:
         for name, deg in r.temps.items():
             temps.setdefault(name, deg)
         if power_w is None and r.power_w is not None:
-            power_w, power_label = r.power_w, r.power_label
+            power_w, power_label, energy_j = r.power_w, r.power_label, r.energy_j
         for key in values:
             if values[key] is None:
                 values[key] = getattr(r, key)
@@ -133,6 +139,7 @@ def merge(t: float, readings: Iterable[Reading]) -> Snapshot:
         rss=None if values["rss"] is None else int(values["rss"]),
         gpu_load=values["gpu_load"],
         gpu_freq=None if values["gpu_freq"] is None else int(values["gpu_freq"]),
+        energy_j=energy_j,
     )
 
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The whole GPU check on an offline NVIDIA machine, as one command from the repository root:
+#
+#   OUT=/some/dir benchmarks/gpu_check_device.sh
+#
+# Needs: nvcc, CMake, ninja, scikit-build-core and Python 3.12 with numpy, psutil, jinja2 and
+# sentencepiece on the machine, and .whl/ from benchmarks/gpu_check_prepare.sh beside the repo
+# (gguf, platformdirs, nvidia-ml-py, pyyaml wheels and the trimmed llama-cpp-python sdist).
+# Installs nothing system-wide: packages go to .gpu_site/ (put first on PYTHONPATH).
+#
+# Steps, each result written to $OUT as soon as it exists, so a run cut short still reports:
+#   $OUT/tools.txt            nvidia-smi, nvcc, cmake, ninja, python versions
+#   $OUT/build.log.gz         llama-cpp-python's CUDA build (under `timeout $BUILD_TIMEOUT`)
+#   $OUT/llama_offload.txt    llama_supports_gpu_offload() of the build
+#   $OUT/gpu_check/           benchmarks/gpu_check.py's gpu_check.json and gpu_check.md
+#   $OUT/steps.log            what ran, when, with which exit status
+# Budget: build + check under 9 minutes (BUILD_TIMEOUT 330 s + CHECK_TIMEOUT 230 s).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+OUT=${OUT:-gpu_check_out}
+WHL=${WHL:-.whl}
+SITE=$PWD/.gpu_site
+LLAMA_VERSION=${LLAMA_VERSION:-0.3.36}
+BUILD_TIMEOUT=${BUILD_TIMEOUT:-330}
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-230}
+CUDA_ARCH=${CUDA_ARCH:-90} # Hopper (H100/H200); the Jetson AGX Orin is 87
+PY=${PYTHON:-$(command -v python3.12 || command -v python3)}
+mkdir -p "$OUT" "$SITE"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/steps.log"; }
+
+export PATH="/usr/local/cuda/bin:$PATH"
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Offline: never look for an index (it would wait for network timeouts); --target skips PEP 668.
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 PIP_BREAK_SYSTEM_PACKAGES=1
+
+log "start; OUT=$OUT"
+{
+    date -u
+    nvidia-smi || echo "nvidia-smi: failed"
+    nvcc --version || echo "nvcc: not found"
+    cmake --version | head -1 || echo "cmake: not found"
+    ninja --version || echo "ninja: not found"
+    "$PY" --version
+    "$PY" -c "import scikit_build_core, numpy, psutil, jinja2, sentencepiece; print('build deps ok')"
+    nproc
+} >"$OUT/tools.txt" 2>&1
+log "tools: $(tail -2 "$OUT/tools.txt" | head -1)"
+
+wheels=("$WHL"/gguf-*.whl "$WHL"/platformdirs-*.whl "$WHL"/nvidia_ml_py-*.whl)
+"$PY" -c "import yaml" 2>/dev/null || wheels+=("$WHL"/pyyaml-*.whl)
+"$PY" -m pip install --quiet --no-deps --target "$SITE" "${wheels[@]}" >>"$OUT/steps.log" 2>&1
+log "wheels: exit $?"
+
+t0=$(date +%s)
+CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    timeout "$BUILD_TIMEOUT" "$PY" -m pip install --no-build-isolation --no-deps -v \
+    --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
+status=$?
+log "llama-cpp-python CUDA build: exit $status in $(($(date +%s) - t0)) s (124 = timed out)"
+tail -40 "$OUT/build.log" >"$OUT/build_tail.log"
+gzip -f "$OUT/build.log"
+
+"$PY" -c "import llama_cpp; print(llama_cpp.__version__, 'gpu_offload', llama_cpp.llama_supports_gpu_offload())" \
+    >"$OUT/llama_offload.txt" 2>&1
+log "llama_cpp: $(tail -1 "$OUT/llama_offload.txt")"
+
+# Even without a working build, the check runs: NVML, doctor and the report still say a lot.
+t0=$(date +%s)
+timeout "$CHECK_TIMEOUT" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check" \
+    --work "${TMPDIR:-/tmp}/gpu_check_work" >"$OUT/gpu_check.log" 2>&1
+log "gpu_check: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
+nvidia-smi --query-gpu=name,driver_version,power.draw,temperature.gpu,clocks.sm,clocks_event_reasons.active \
+    --format=csv >"$OUT/nvidia-smi-after.csv" 2>&1
+log "done"
