@@ -25,6 +25,7 @@ LLAMA_VERSION=${LLAMA_VERSION:-0.3.36}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-330}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-230}
 CUDA_ARCH=${CUDA_ARCH:-90} # Hopper (H100/H200); the Jetson AGX Orin is 87
+# EXTRA_CMAKE_ARGS: more llama.cpp options, e.g. -DGGML_CUDA_FA=OFF to halve the build time
 PY=${PYTHON:-$(command -v python3.12 || command -v python3)}
 mkdir -p "$OUT" "$SITE"
 
@@ -54,7 +55,7 @@ wheels=("$WHL"/gguf-*.whl "$WHL"/platformdirs-*.whl "$WHL"/nvidia_ml_py-*.whl)
 log "wheels: exit $?"
 
 t0=$(date +%s)
-CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF" \
+CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF ${EXTRA_CMAKE_ARGS:-}" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     timeout "$BUILD_TIMEOUT" "$PY" -m pip install --no-build-isolation --no-deps -v \
     --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
