@@ -609,13 +609,28 @@ def write_card(out: Path, m: dict[str, Any]) -> None:
         else ""
     )
     lr = f"peak learning rate {m['lr']:g}, " if "lr" in m else ""
+    device = m.get("device", "CPU")
+    where = (
+        f"on one {device.removeprefix('GPU ')} GPU"
+        if device.startswith("GPU")
+        else f"on {threads} CPU threads of a 2-core machine shared with other jobs"
+    )
+    precision = ", bf16 autocast, fp32 weights and optimizer" if m.get("bf16_autocast") else ""
     budget = m.get("max_seconds", 0)
     timed = (
         f"\nWith `--max-seconds {budget:g}` the cosine's progress is the larger of the step"
         " fraction and the elapsed-time fraction, so a rerun on a differently loaded machine"
         " can differ slightly."
-        if budget
+        if budget and m["train_seconds"] / budget >= m["steps"] / planned
         else ""
+    )
+    quoted = "\n> ".join(str(m["greedy_sample"]).splitlines())
+    dev_flag = " --device cuda" if device.startswith("GPU") else ""
+    flags = (
+        f"--seed {m['seed']}{dev_flag} --batch {m['batch']} --seq-len {m['seq_len']}"
+        f" --steps {planned} --lr {m['lr']:g}"
+        + ("" if m.get("torch_compile", False) else " --no-compile")
+        + ("" if m.get("bf16_autocast", False) else " --no-bf16")
     )
     # Front matter: top-level scalars (license) feed GGUF general.license through
     # Checkpoint.license; the lists feed general.languages / general.tags.
@@ -655,9 +670,10 @@ Text: a seeded sample of {m["train_chars_sampled"]:,} characters of `pt_pt_train
 {m["train_text_tokens"]:,} tokens, plus {m["train_chat_tokens"]:,} tokens of the same paragraphs
 wrapped as ChatML user/assistant turns. {m["steps"]} AdamW steps{stopped} of
 {m["batch"]} x {m["seq_len"]} tokens ({lr}linear warm-up then cosine decay to 10 %;
-{m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time on {threads} CPU
-threads of a 2-core machine shared with other jobs (torch {m["torch_version"]}); tokenizer
-training {m["tokenizer_seconds"]:.0f} s.{timed}
+{m["tokens_seen"]:,} tokens seen) in {m["train_seconds"]:.0f} s wall time {where}
+(torch {m["torch_version"]}{precision}); tokenizer training {m["tokenizer_seconds"]:.0f} s.{timed}
+
+Reproduce (reads `../shared/corpus/`): `python3 quantize/train_demo.py {flags}`
 
 | step | mean train loss (nats/token) | elapsed s |
 | --- | --- | --- |
@@ -676,7 +692,7 @@ On {m["eval_tokens"]:,} tokens of `pt_pt_eval.txt` (two novels never trained on)
 Greedy continuation of «O rapaz entrou na casa e» by the trained float32 torch model (before the
 BF16 export), as the training run printed it:
 
-> {m["greedy_sample"]}
+> {quoted}
 
 Licence: the training text is public domain (novels, see `shared/corpus/README.md`); these
 weights, the tokenizer and this card are released under the Apache License 2.0
