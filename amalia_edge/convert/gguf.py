@@ -302,13 +302,6 @@ def _pad(fh: IO[bytes], alignment: int) -> None:
         _write(fh, b"\0" * n)
 
 
-def file_mode() -> int:
-    """0o666 less the umask: temporaries from mkstemp are 0o600, artifacts are for sharing."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _card_list(readme: Path, *keys: str) -> list[str]:
     """Values of list-or-scalar keys in a model card's YAML front matter (``language: pt`` /
     ``language: [pt, en]`` / ``language:`` followed by ``- pt`` lines), in key order.
@@ -543,7 +536,6 @@ def write_gguf(
             if written != t.nbytes:  # a bug, not user input: the header would lie
                 raise AssertionError(f"{t.gguf_name}: wrote {written} bytes, planned {t.nbytes}")
         _pad(fh, alignment)
-        os.fchmod(fh.fileno(), file_mode())
         writer.fout = None  # atomic_open owns and closes the file
     if progress is not None:
         progress(len(tensors), len(tensors), "")
