@@ -111,3 +111,21 @@ def test_active_providers_come_from_a_real_session_not_the_wheel_listing() -> No
     active, problem = onnxrt.active_providers(("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert active == ["CPUExecutionProvider"]
     assert problem is not None and "CUDAExecutionProvider" in problem
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_active_providers_need_no_onnx_package_and_never_echo_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the onnx package the probe still asks a real session (it used to report the
+    requested list, CUDA included, as active)."""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # import onnx -> ImportError
+    onnxrt.active_providers.cache_clear()
+    try:
+        active, problem = onnxrt.active_providers(("CUDAExecutionProvider", "CPUExecutionProvider"))
+    finally:
+        onnxrt.active_providers.cache_clear()
+    assert active == ["CPUExecutionProvider"] and "CUDAExecutionProvider" not in active
+    assert problem is not None and "CUDAExecutionProvider" in problem
