@@ -88,19 +88,16 @@ class LoadOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific knobs
 
 
-# Bytes per KV-cache element for the cache types llama.cpp offers.
-# Source: ggml block sizes (ggml/src/ggml-common.h): q8_0 = 34 B / 32 values,
-# q4_0 = 18 B / 32 values, q5_0 = 22 B / 32, q5_1 = 24 B / 32, q4_1 = 20 B / 32.
-KV_BYTES_PER_ELEMENT: dict[str, float] = {
-    "f32": 4.0,
-    "f16": 2.0,
-    "bf16": 2.0,
-    "q8_0": 34 / 32,
-    "q5_1": 24 / 32,
-    "q5_0": 22 / 32,
-    "q4_1": 20 / 32,
-    "q4_0": 18 / 32,
-}
+def kv_bytes_per_element(kv_type: str) -> float:
+    """Bytes per KV-cache element of a ggml type named as llama.cpp does (``f16``, ``q8_0``,
+    ...), from gguf-py's ``GGML_QUANT_SIZES`` (block bytes / block values); 2.0 if unknown."""
+    import gguf
+
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kv_type.upper()]]
+    except KeyError:
+        return 2.0
+    return size / block
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ def kv_cache_bytes(
     n_layers: int, n_kv_heads: int, head_dim: int, n_ctx: int, kv_type: str = "f16"
 ) -> int:
     """K and V for every layer and position: 2 × layers × ctx × kv_heads × head_dim × size."""
-    per = KV_BYTES_PER_ELEMENT.get(kv_type, 2.0)
+    per = kv_bytes_per_element(kv_type)
     return int(2 * n_layers * n_ctx * n_kv_heads * head_dim * per)
 
 

@@ -28,8 +28,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Union
 
-import numpy as np
-
 from amalia_edge.errors import AmaliaEdgeError, BackendError, ContextOverflowError
 from amalia_edge.runtime.backend import BackendSession, EventBuilder
 from amalia_edge.runtime.events import Event, FinishReason
@@ -38,10 +36,13 @@ from amalia_edge.runtime.sampling import SamplingParams
 if TYPE_CHECKING:
     import threading
 
+    import numpy as np
+
 log = logging.getLogger(__name__)
 
 # Logits for the next position, or a token id the backend sampled itself.
-StepOutput = Union[np.ndarray, int]  # noqa: UP007 - a runtime alias; `|` needs Python 3.10+
+# (numpy is imported on first use, so loading a backend module stays cheap for `doctor`)
+StepOutput = Union["np.ndarray", int]
 
 
 class Stepper(ABC):
@@ -79,10 +80,11 @@ class ChunkedStepper(Stepper):
 
     def prefill(self, ids: Sequence[int], sampling: SamplingParams) -> tuple[int, StepOutput]:
         self.reset()
-        logits = np.empty(0, np.float32)
+        logits: np.ndarray | None = None
         for start in range(0, len(ids), self.max_seq):
             logits = self.forward(ids[start : start + self.max_seq], start)
         self._pos = len(ids)
+        assert logits is not None  # check_request refused an empty prompt
         return len(ids), logits
 
     def step(self, token_id: int) -> StepOutput:
@@ -103,6 +105,8 @@ def sample_next(
     over the last ``repeat_last_n`` tokens, top-k, top-p, min-p, temperature, then a draw.
     ``temperature == 0`` is argmax (ties go to the lowest id, like numpy and llama.cpp).
     """
+    import numpy as np
+
     x = logits.astype(np.float64, copy=True)
     if params.repeat_penalty != 1.0 and history:
         recent = np.unique(np.asarray(history[-params.repeat_last_n :], dtype=np.int64))
@@ -171,6 +175,8 @@ def decode(
                 tid = out
             else:
                 if rng is None:
+                    import numpy as np
+
                     rng, history = np.random.default_rng(sp.seed), list(prompt_ids)
                 tid = sample_next(out, sp, history, rng)
                 history.append(tid)

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# ggml type ids for the KV cache (ggml/include/ggml.h enum ggml_type; llama_cpp.GGML_TYPE_*).
+# ggml type ids for the KV cache (ggml/include/ggml.h enum ggml_type; llama_cpp.GGML_TYPE_*;
+# equal to gguf-py's GGMLQuantizationType, which sizes them: runtime.backend.kv_bytes_per_element).
 KV_CACHE_GGML_TYPES: dict[str, int] = {
     "f32": 0,
     "f16": 1,
