@@ -25,9 +25,9 @@ Contract
 A :class:`BackendSession` streams :mod:`amalia_edge.runtime.events` (``Started``,
 ``PromptProcessed``, ``TokenEvent``..., ``Finished`` always last; see that module) for a
 prompt given as text (special tokens parsed, BOS added when the model wants it unless the
-text already starts with it) or as token ids (used as they are). :class:`EventBuilder`
-implements the parts every backend shares (incremental UTF-8 detokenization, stop strings,
-the final record) so that the three backends behave identically.
+text already starts with it) or as token ids (used as they are). The built-in backends do it
+with the one decode loop (:mod:`amalia_edge.runtime.decode`), and :class:`EventBuilder`
+turns its token ids into events (incremental UTF-8, stop strings, the final record).
 """
 
 from __future__ import annotations
@@ -241,21 +241,9 @@ class Backend(ABC):
 class EventBuilder:
     """Builds the event stream shared by all backends from prompt ids and sampled token ids.
 
-    Usage in a backend's ``stream``::
-
-        eb = EventBuilder(name, artifact.label, n_ctx, prompt_ids, stop, piece=token_bytes)
-        yield eb.started()
-        ... prefill ...
-        yield eb.prompt_processed(n_evaluated, seconds)
-        loop:
-            tid = <sample>
-            if <tid ends generation>:
-                if (ev := eb.end_token(tid)) is not None: yield ev
-                yield eb.finish("stop"); return
-            last = <this is the last token allowed: max_tokens, context full, cancel set>
-            yield eb.token(tid, final=last)
-            if eb.stopped: yield eb.finish("stop_string"); return
-            if last: yield eb.finish(<"length" | "context_full" | "cancelled">); return
+    Driven by the one decode loop (:func:`amalia_edge.runtime.decode.decode`): ``started``,
+    ``prompt_processed``, ``token`` per generated token (``end_token`` at an end-of-generation
+    token), ``finish``.
 
     Stop strings: text that could be the beginning of a stop string is held back (that
     ``TokenEvent`` carries ``""`` or less text) until it is known not to be one; when a stop

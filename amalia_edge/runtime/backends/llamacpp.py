@@ -218,7 +218,7 @@ class LlamaStepper(Stepper):
             token = next(self._gen)
         finally:
             vars(llm).pop("eval", None)
-        return evaluated, token
+        return evaluated, int(token)
 
     def step(self, token_id: int) -> StepOutput:
         return int(next(self._gen))
