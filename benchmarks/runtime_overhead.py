@@ -88,7 +88,7 @@ def _ours_run(model: Any, ids: list[int], n: int) -> tuple[int, float, float]:
 def _layer_cost(model: Any, ids: list[int], n: int = 1500) -> float:
     """Seconds per token spent in amalia-edge's own code: the backend's ``Llama.generate`` is
     replaced by a generator of precomputed token ids (no llama.cpp work at all), so what is
-    left is the event stream (EventBuilder, UTF-8, timing wrapper, end-of-generation check).
+    left is the decode loop and the event stream (EventBuilder, UTF-8, end-of-generation check).
     Best of 3 runs: token pieces are cached after their first use, as in a long chat."""
     from amalia_edge.runtime import SamplingParams
 
@@ -98,7 +98,6 @@ def _layer_cost(model: Any, ids: list[int], n: int = 1500) -> float:
     vocab = [t for t in range(200, 1000)]
 
     def canned(tokens: Any, **_: Any) -> Any:
-        session._last_eval = (len(tokens), 0.0)
         for i in range(n):
             yield vocab[i % len(vocab)]
 

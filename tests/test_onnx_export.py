@@ -19,6 +19,7 @@ from tests.factory import LLAMA3_ROPE_SCALING
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from amalia_edge.artifacts.onnx import GraphInfo, read_graph_info  # noqa: E402
 from amalia_edge.checkpoint.reader import open_checkpoint  # noqa: E402
 from amalia_edge.convert import onnx as ox  # noqa: E402
 from amalia_edge.errors import ConversionError  # noqa: E402
@@ -29,13 +30,13 @@ IDS = [1, 17, 42, 99, 5, 7, 200, 301, 64, 3, 1000, 12]
 
 def run_full(path: Path, ids: list[int]) -> np.ndarray:
     """Logits [T, vocab] from one call with an empty cache."""
-    info = ox.read_graph_info(path)
+    info = read_graph_info(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = feeds_for(info, np.array([ids]), 0)
     return np.asarray(sess.run(["logits"], feeds)[0][0])
 
 
-def feeds_for(info: ox.GraphInfo, ids: np.ndarray, past: int, cache: Any = None) -> dict[str, Any]:
+def feeds_for(info: GraphInfo, ids: np.ndarray, past: int, cache: Any = None) -> dict[str, Any]:
     b, s = ids.shape
     feeds: dict[str, Any] = {
         "input_ids": ids.astype(np.int64),
@@ -105,7 +106,7 @@ def test_fp32_logits_match_the_reference(exported: Any, reference_logits: np.nda
 
 def test_kv_cache_decode_equals_full_forward(exported: Any) -> None:
     path = exported("fp32").path
-    info = ox.read_graph_info(path)
+    info = read_graph_info(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outs = [o.name for o in sess.get_outputs()]
     full = run_full(path, IDS)
@@ -121,7 +122,7 @@ def test_kv_cache_decode_equals_full_forward(exported: Any) -> None:
 def test_left_padding_masks_the_pad_tokens(exported: Any) -> None:
     """Batch 2 with a left-padded row gives the unpadded row's logits."""
     path = exported("fp32").path
-    info = ox.read_graph_info(path)
+    info = read_graph_info(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     short = IDS[:4]
     ids = np.array([IDS[:6], [0, 0, *short]])
@@ -247,7 +248,7 @@ def test_export_onnx_returns_a_manifest_entry(tiny_checkpoint: Path, tmp_path: P
 
 def test_graph_info_round_trips(exported: Any, tiny_checkpoint: Path) -> None:
     cfg = open_checkpoint(tiny_checkpoint).config
-    info = ox.read_graph_info(exported("fp16").path)
+    info = read_graph_info(exported("fp16").path)
     assert (info.num_layers, info.num_kv_heads, info.head_dim, info.vocab_size) == (
         cfg.num_hidden_layers,
         cfg.num_key_value_heads,
@@ -283,4 +284,4 @@ def test_graph_without_metadata_is_refused(tmp_path: Path) -> None:
     )
     onnx.save(model, str(tmp_path / "foreign.onnx"))
     with pytest.raises(ConversionError, match="amalia-edge metadata"):
-        ox.read_graph_info(tmp_path / "foreign.onnx")
+        read_graph_info(tmp_path / "foreign.onnx")

@@ -69,7 +69,7 @@ def llama_logits(gguf: Path, ids: list[int]) -> np.ndarray:
 def ort_logits(onnx_path: Path, ids: list[int]) -> np.ndarray:
     import onnxruntime as ort
 
-    from amalia_edge.convert.onnx import read_graph_info
+    from amalia_edge.artifacts.onnx import read_graph_info
 
     info = read_graph_info(onnx_path)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

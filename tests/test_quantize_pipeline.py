@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from amalia_edge.artifacts.manifest import load_manifest
-from amalia_edge.convert import pipeline
 from amalia_edge.convert.pipeline import gguf_file_name, quantize, run_quantize
 from tests.plugins.models import HAVE_LLAMA_CPP
 
@@ -24,28 +19,6 @@ def test_file_names_follow_llama_cpp_habit() -> None:
     assert gguf_file_name("EuroLLM 9B Instruct", "q4_k_m") == "EuroLLM-9B-Instruct-Q4_K_M.gguf"
     assert gguf_file_name("AMÁLIA-9B", "F16") == "AMÁLIA-9B-F16.gguf"
     assert gguf_file_name("../../etc", "F16") == "etc-F16.gguf"
-
-
-def test_auto_imatrix_without_the_module_warns_and_continues(
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    real = importlib.import_module
-
-    def missing(name: str, *a: Any) -> Any:
-        if name == "amalia_edge.convert.imatrix":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, *a)
-
-    monkeypatch.setattr(pipeline.importlib, "import_module", missing)
-    wanted = ["Q8_0", *(["Q4_0"] if HAVE_LLAMA_CPP else [])]
-    with caplog.at_level(logging.WARNING, logger="amalia_edge.convert.pipeline"):
-        manifest = quantize(tiny_checkpoint, tmp_path, wanted, imatrix="auto", progress=False)
-    assert [a.quant for a in manifest.artifacts] == wanted
-    assert ("importance-matrix module" in caplog.text) == HAVE_LLAMA_CPP
-    assert all("imatrix" not in a.extra for a in manifest.artifacts)
 
 
 @needs_llama
@@ -61,9 +34,9 @@ def test_auto_imatrix_calls_ensure_imatrix_and_records_it(
             kw["progress"](1, 1)
         return tiny_imatrix
 
-    fake = types.ModuleType("amalia_edge.convert.imatrix")
-    fake.ensure_imatrix = ensure_imatrix  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "amalia_edge.convert.imatrix", fake)
+    from amalia_edge.convert import imatrix
+
+    monkeypatch.setattr(imatrix, "ensure_imatrix", ensure_imatrix)
     result = run_quantize(
         tiny_checkpoint,
         tmp_path,

@@ -245,6 +245,20 @@ def test_kv_cache_bytes_formula() -> None:
     assert kv_cache_bytes(42, 8, 128, 4096, "q8_0") < kv_cache_bytes(42, 8, 128, 4096) * 0.54
 
 
+def test_kv_cache_types_agree_with_ggml() -> None:
+    """Element sizes come from gguf-py; the type ids we hand llama.cpp are its own enum's."""
+    from amalia_edge.runtime.backend import kv_bytes_per_element
+    from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES
+
+    # ggml-common.h: block_q8_0 = 2 + 32 bytes per 32 values, block_q4_0 = 2 + 16
+    assert kv_bytes_per_element("q8_0") == 34 / 32 and kv_bytes_per_element("q4_0") == 18 / 32
+    assert kv_bytes_per_element("f16") == kv_bytes_per_element("bf16") == 2.0
+    import gguf
+
+    for name, ggml_id in KV_CACHE_GGML_TYPES.items():
+        assert gguf.GGMLQuantizationType[name.upper()] == ggml_id
+
+
 def test_sampling_params_validation() -> None:
     assert SamplingParams(temperature=0).greedy
     with pytest.raises(AmaliaEdgeError, match=r"top_p 1\.5"):

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from amalia_edge.artifacts.onnx import GraphInfo
 from amalia_edge.convert import tensorrt as trt_mod
-from amalia_edge.convert.onnx import GraphInfo
 from amalia_edge.convert.tensorrt import (
     EngineKey,
     EngineMeta,
@@ -32,6 +32,7 @@ from amalia_edge.convert.tensorrt import (
     profile_for,
     stale_reasons,
 )
+from amalia_edge.runtime import cuda
 
 INFO = GraphInfo("fp16", "float16", 2, 2, 64, 1536, 2048)
 ORIN = GpuIdentity("Orin", "8.7")
@@ -200,8 +201,9 @@ def onnx_artifacts(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_trt(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     builds: list[Any] = []
-    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
-    monkeypatch.setattr(trt_mod, "current_gpu", lambda device=0: ORIN)
+    for mod in (trt_mod, cuda):  # the builder and the backend both ask
+        monkeypatch.setattr(mod, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
+        monkeypatch.setattr(mod, "current_gpu", lambda device=0: ORIN)
 
     def fake_build(
         onnx_path: Path, sha: str, info: GraphInfo, profile: EngineProfile, cache: Path, **kw: Any
@@ -227,7 +229,8 @@ def test_first_use_builds_then_reuses(onnx_artifacts: Path, fake_trt: list[Any])
 def test_engine_for_another_gpu_or_tensorrt_is_rebuilt_with_the_reason(
     onnx_artifacts: Path, fake_trt: list[Any]
 ) -> None:
-    from amalia_edge.convert.tensorrt import engine_dir, sha256_file
+    from amalia_edge.artifacts.manifest import sha256_file
+    from amalia_edge.convert.tensorrt import engine_dir
 
     sha = sha256_file(onnx_artifacts / "model-fp16.onnx")
     cache = engine_dir(onnx_artifacts)
@@ -321,7 +324,7 @@ def test_backend_memory_estimate_uses_the_external_data_size(onnx_artifacts: Pat
     est = TensorRTBackend().memory_estimate(art, 1024)
     data = (onnx_artifacts / "model-fp16.onnx.data").stat().st_size
     assert est.weights == data + art.size
-    from amalia_edge.convert.onnx import read_graph_info
+    from amalia_edge.artifacts.onnx import read_graph_info
 
     g = read_graph_info(art.path)
     assert est.kv_cache == 2 * 2 * g.num_layers * g.num_kv_heads * g.head_dim * 2 * 1024
@@ -330,7 +333,8 @@ def test_backend_memory_estimate_uses_the_external_data_size(onnx_artifacts: Pat
 def test_cached_engine_too_small_without_building_names_the_limit(
     onnx_artifacts: Path, fake_trt: list[Any]
 ) -> None:
-    from amalia_edge.convert.tensorrt import engine_dir, sha256_file
+    from amalia_edge.artifacts.manifest import sha256_file
+    from amalia_edge.convert.tensorrt import engine_dir
     from amalia_edge.runtime.backend import LoadOptions
     from amalia_edge.runtime.backends.tensorrt import TensorRTBackend
 
@@ -442,7 +446,7 @@ class FakeBuilderWorld:
 
 
 def _build(onnx_artifacts: Path, world: FakeBuilderWorld, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from amalia_edge.convert.onnx import read_graph_info
+    from amalia_edge.artifacts.onnx import read_graph_info
 
     monkeypatch.setattr(trt_mod, "import_tensorrt", world.module)
     graph = onnx_artifacts / "model-fp16.onnx"

@@ -22,9 +22,11 @@ import pytest
 
 ort = pytest.importorskip("onnxruntime")
 
+from amalia_edge.artifacts.onnx import read_graph_info  # noqa: E402
 from amalia_edge.checkpoint.reader import open_checkpoint  # noqa: E402
 from amalia_edge.convert import onnx as ox  # noqa: E402
 from amalia_edge.convert import tensorrt as trt_mod  # noqa: E402
+from amalia_edge.runtime import cuda  # noqa: E402
 from amalia_edge.runtime.backends.onnxrt import OrtStepper  # noqa: E402
 from amalia_edge.runtime.backends.tensorrt import TrtStepper  # noqa: E402
 
@@ -140,6 +142,40 @@ def fake_trt(engines: list[FakeEngine]) -> Any:
     )
 
 
+def install_fake_tensorrt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[FakeEngine], FakeCudart, list[trt_mod.EngineKey]]:
+    """TensorRT, cuda-python, the GPU and the engine build faked where the code imports them;
+    returns (engines deserialized, the fake CUDA runtime, the keys of engines built)."""
+    engines: list[FakeEngine] = []
+    cud = FakeCudart()
+    gpu = cuda.GpuIdentity("Fake GPU", "8.7")
+    builds: list[trt_mod.EngineKey] = []
+
+    def fake_build(
+        onnx_path: Path, sha: str, info: Any, profile: Any, cache: Path, **kw: Any
+    ) -> tuple[trt_mod.EngineMeta, Path]:
+        key = trt_mod.EngineKey(
+            gpu.name, gpu.compute_capability, "10.3.0", sha, info.precision, profile
+        )
+        builds.append(key)
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"{key.digest()}.engine"
+        path.write_bytes(str(onnx_path).encode())
+        meta = trt_mod.EngineMeta(
+            key, path.name, path.stat().st_size, "", onnx_path.name, 1, 1.0, time.time()
+        )
+        (cache / f"{key.digest()}.json").write_text(json.dumps(meta.to_dict()))
+        return meta, path
+
+    for mod in (trt_mod, cuda):
+        monkeypatch.setattr(mod, "import_tensorrt", lambda: fake_trt(engines))
+        monkeypatch.setattr(mod, "current_gpu", lambda device=0: gpu)
+    monkeypatch.setattr(cuda, "import_cudart", lambda: cud)
+    monkeypatch.setattr(trt_mod, "build_engine", fake_build)
+    return engines, cud, builds
+
+
 @pytest.fixture(scope="module")
 def fp16_graph(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ox.write_onnx(
@@ -149,11 +185,8 @@ def fp16_graph(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def stepper(fp16_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    engines: list[FakeEngine] = []
-    cud = FakeCudart()
-    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: fake_trt(engines))
-    monkeypatch.setattr(trt_mod, "import_cudart", lambda: cud)
-    info = ox.read_graph_info(fp16_graph)
+    engines, cud, _ = install_fake_tensorrt(monkeypatch)
+    info = read_graph_info(fp16_graph)
     engine = tmp_path / "fake.engine"
     engine.write_bytes(str(fp16_graph).encode())  # the fake "engine" names its graph
     key = trt_mod.EngineKey("Fake", "8.7", "10.3.0", "0" * 64, "fp16", trt_mod.EngineProfile(32, 4))
@@ -170,19 +203,19 @@ def test_stepper_logits_equal_onnxruntime_through_prefill_chunks_and_decode(
 ) -> None:
     st, engines, _ = stepper
     sess = ort.InferenceSession(str(fp16_graph), providers=["CPUExecutionProvider"])
-    ref = OrtStepper(sess, ox.read_graph_info(fp16_graph), 4, None)
+    ref = OrtStepper(sess, read_graph_info(fp16_graph), 4, None)
     for s in (st, ref):
         s.reset()
     got, want = [], []
     prompt = IDS[:9]
     for start in range(0, len(prompt), 4):  # chunks of the profile's max_seq
-        a = st.step(prompt[start : start + 4], start)
-        b = ref.step(prompt[start : start + 4], start)
+        a = st.forward(prompt[start : start + 4], start)
+        b = ref.forward(prompt[start : start + 4], start)
     got.append(a)
     want.append(b)
     for t in range(9, len(IDS)):
-        got.append(st.step([IDS[t]], t))
-        want.append(ref.step([IDS[t]], t))
+        got.append(st.forward([IDS[t]], t))
+        want.append(ref.forward([IDS[t]], t))
     np.testing.assert_array_equal(np.stack(got), np.stack(want))
     ctx = engines[0].context
     assert ctx.shapes["past_key_values.0.key"][2] == len(IDS) - 1  # cache grew to T-1 past
@@ -193,10 +226,10 @@ def test_reset_reuses_the_buffers_for_a_new_conversation(stepper: Any) -> None:
     st, _, cud = stepper
     n_buffers = len(cud.live)
     st.reset()
-    a = st.step(IDS[:4], 0)
-    st.step(IDS[4:6], 4)
+    a = st.forward(IDS[:4], 0)
+    st.forward(IDS[4:6], 4)
     st.reset()
-    np.testing.assert_array_equal(st.step(IDS[:4], 0), a)
+    np.testing.assert_array_equal(st.forward(IDS[:4], 0), a)
     assert len(cud.live) == n_buffers  # no allocation per step
 
 
@@ -204,11 +237,11 @@ def test_context_past_the_engine_profile_is_a_clear_error(stepper: Any) -> None:
     st, _, _ = stepper
     st.reset()
     with pytest.raises(trt_mod.EngineProfileError, match=r"at most 32.*--ctx 33"):
-        st.step([1], 32)
+        st.forward([1], 32)
     from amalia_edge.errors import BackendError
 
     with pytest.raises(BackendError, match="prefill chunk"):
-        st.step(IDS[:5], 0)
+        st.forward(IDS[:5], 0)
 
 
 # --- the whole backend: load (engine built on first use) → stream, with the same fakes
@@ -229,32 +262,7 @@ def test_backend_load_builds_on_first_use_and_streams_like_onnxruntime(
     quantize(
         tiny_checkpoint, tmp_path, ["F32"], imatrix="none", onnx_types=("fp16",), progress=False
     )
-    engines: list[FakeEngine] = []
-    cud = FakeCudart()
-    gpu = trt_mod.GpuIdentity("Fake GPU", "8.7")
-    builds: list[trt_mod.EngineKey] = []
-
-    def fake_build(
-        onnx_path: Path, sha: str, info: Any, profile: Any, cache: Path, **kw: Any
-    ) -> tuple[trt_mod.EngineMeta, Path]:
-        key = trt_mod.EngineKey(
-            gpu.name, gpu.compute_capability, "10.3.0", sha, info.precision, profile
-        )
-        builds.append(key)
-        cache.mkdir(parents=True, exist_ok=True)
-        path = cache / f"{key.digest()}.engine"
-        path.write_bytes(str(onnx_path).encode())
-        meta = trt_mod.EngineMeta(
-            key, path.name, path.stat().st_size, "", onnx_path.name, 1, 1.0, time.time()
-        )
-        (cache / f"{key.digest()}.json").write_text(json.dumps(meta.to_dict()))
-        return meta, path
-
-    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: fake_trt(engines))
-    monkeypatch.setattr(trt_mod, "import_cudart", lambda: cud)
-    monkeypatch.setattr(trt_mod, "current_gpu", lambda device=0: gpu)
-    monkeypatch.setattr(trt_mod, "build_engine", fake_build)
-
+    _, cud, builds = install_fake_tensorrt(monkeypatch)
     art = next(a for a in resolve_model(tmp_path).artifacts if a.kind == "onnx")
     greedy = SamplingParams(temperature=0.0)
     trt_sess = registry.get("tensorrt").load(art, 128, LoadOptions(n_batch=16))

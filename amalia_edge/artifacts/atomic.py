@@ -63,28 +63,25 @@ def os_error_message(exc: OSError, target: Path) -> OutputError:
 
 
 @contextlib.contextmanager
-def atomic_open(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``target``; on clean exit, fsync and rename it into place.
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``target`` for a writer that wants a file name (GGUFWriter,
+    llama.cpp's quantizer); on clean exit it is fsynced and renamed into place.
 
     On any exception the temporary file is removed and ``target`` is left as it was.
     ``OSError`` is re-raised as :class:`OutputError` with a message a person can act on.
     """
-    if "w" not in mode:
-        raise ValueError("atomic_open only writes")
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.name, dir=target.parent)
+        os.close(fd)
     except OSError as exc:
         raise os_error_message(exc, target) from None
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, _FILE_MODE)
-        encoding = None if "b" in mode else "utf-8"
-        fh: IO[Any]
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
-            yield fh
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -94,6 +91,19 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``target``; on clean exit, fsync and rename it into place
+    (see :func:`atomic_path`)."""
+    if "w" not in mode:
+        raise ValueError("atomic_open only writes")
+    with (
+        atomic_path(target) as tmp,
+        open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh,
+    ):
+        yield fh
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

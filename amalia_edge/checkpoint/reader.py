@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,23 +47,6 @@ _PICKLE_FIX = (
 def _pickle_error(files: list[Path]) -> CheckpointError:
     names = ", ".join(sorted(p.name for p in files)[:3])
     return CheckpointError(f"weights are PyTorch pickles ({names})", fix=_PICKLE_FIX)
-
-
-def _front_matter(readme: Path) -> dict[str, str]:
-    """Top-level ``key: value`` scalars of a model card's YAML front matter (no YAML parser)."""
-    try:
-        text = readme.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    out: dict[str, str] = {}
-    for line in text[3 : end if end > 0 else len(text)].splitlines():
-        m = re.match(r"^([A-Za-z_][\w-]*):\s*(\S.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip().strip("'\"")
-    return out
 
 
 class Checkpoint:
@@ -292,21 +274,40 @@ class Checkpoint:
         return load_vocab(self.path, self.config.vocab_size)
 
     @cached_property
-    def _card(self) -> dict[str, str]:
-        return _front_matter(self.path / "README.md")
+    def card(self) -> dict[str, Any]:
+        """The model card's YAML front matter (README.md), read as convert_hf_to_gguf.py does
+        (gguf-py ``Metadata.load_model_card``); ``{}`` when there is none or it is not YAML."""
+        from gguf.metadata import Metadata
+
+        try:
+            card = Metadata.load_model_card(self.path)
+        except Exception as exc:  # yaml.YAMLError and friends: a card is optional
+            log.debug("model card of %s not read: %s", self.path, exc)
+            return {}
+        return card if isinstance(card, dict) else {}
+
+    def card_list(self, *keys: str) -> list[str]:
+        """Values of list-or-scalar card keys (``language: pt`` or ``[pt, en]``), in key order."""
+        out: list[str] = []
+        for key in keys:
+            value = self.card.get(key)
+            if value is not None:
+                out += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        return out
 
     @property
     def name(self) -> str:
         """Model name: model card ``model_name``, else the repo name, else the directory name."""
-        if self._card.get("model_name"):
-            return self._card["model_name"]
+        if self.card.get("model_name"):
+            return str(self.card["model_name"])
         if self.repo_id:
             return self.repo_id.partition("@")[0].split("/")[-1]
         return self.path.name
 
     @property
     def license(self) -> str | None:
-        return self._card.get("license")
+        value = self.card.get("license")
+        return None if value is None else str(value)
 
     @property
     def size_label(self) -> str:

@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO
 
 from amalia_edge.commands import add_model_argument
 from amalia_edge.errors import BenchError
@@ -132,32 +131,6 @@ def check_writable(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
-class Progress:
-    """One updating line on a terminal; plain lines when stderr is a file or pipe."""
-
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.stream: TextIO = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = self.stream.isatty()
-        self._dirty = False
-
-    def __call__(self, msg: str) -> None:
-        if self.quiet or not msg:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K" + msg)
-            self._dirty = True
-        else:
-            self.stream.write(msg + "\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self._dirty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._dirty = False
-
-
 def run(args: argparse.Namespace) -> int:
     from amalia_edge.artifacts.atomic import atomic_write_text
     from amalia_edge.bench.printers import render
@@ -193,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
         measure_bandwidth=not args.no_bandwidth_test,
     )
     config.validate()
-    progress = Progress(quiet=getattr(args, "quiet", False))
+    from amalia_edge.progress import Progress
+
+    progress = Progress(enabled=not getattr(args, "quiet", False))
     try:
-        result = run_bench(config, progress=progress)
+        result = run_bench(config, progress=progress.status)
     finally:
-        progress.done()
+        progress.clear()
     for err in result.errors:
         print(f"amalia-edge: error: {err}", file=sys.stderr)
     if result.records:

@@ -12,7 +12,6 @@ loads them to verify the CUDA builds really initialize. Exit status 1 when a che
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from typing import Any
@@ -38,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="load llama.cpp, ONNX Runtime and TensorRT to verify their GPU builds",
     )
     parser.add_argument(
-        "--n-ctx",
+        "--ctx",
         type=int,
         default=None,
         help="context size for MODEL (2048, or the model's own when smaller)",
     )
+    # The old name, hidden: --ctx is the name every other command uses.
+    parser.add_argument("--n-ctx", dest="ctx", type=int, help=argparse.SUPPRESS)
 
 
 def _gib(n: int | None) -> str:
@@ -97,12 +98,10 @@ def backend_rows(
 
     Probing imports each backend's library (llama_cpp, onnxruntime, tensorrt), so the plain
     doctor lists the registry without probing; ``--deep`` or a MODEL probes.
-    Returns (rows, a note when the registry or a probe is unavailable).
+    Returns (rows, a note when the backends were not probed).
     """
-    try:
-        registry = importlib.import_module("amalia_edge.runtime.registry")
-    except ImportError as exc:
-        return [], f"runtime registry not available ({exc})"
+    from amalia_edge.runtime import registry
+
     rows: list[dict[str, Any]] = []
     if not probe_backends:
         for name in registry.names():
@@ -139,23 +138,19 @@ def backend_rows(
     return rows, None
 
 
-def selection_for(model: str, info: DeviceInfo, n_ctx: int | None) -> tuple[Any, str | None]:
-    """The runtime's selection for MODEL on this device, or (None, why it is unavailable).
+def selection_for(model: str, info: DeviceInfo, n_ctx: int | None) -> Any:
+    """The runtime's selection for MODEL on this device.
 
     ``n_ctx`` None: what ``generate`` would use (2048, capped at the model's training
     context). The runtime's own errors (bad model path, nothing fits) propagate: they are
     the answer.
     """
-    try:
-        artifacts = importlib.import_module("amalia_edge.runtime.artifacts")
-        selection = importlib.import_module("amalia_edge.runtime.selection")
-        runtime_model = importlib.import_module("amalia_edge.runtime.model")
-    except ImportError as exc:
-        return None, f"runtime selection not available ({exc})"
-    source = artifacts.resolve_model(model)
-    if n_ctx is None:
-        n_ctx = runtime_model.default_n_ctx(source)
-    return selection.select(source, info, n_ctx), None
+    from amalia_edge.runtime.artifacts import resolve_model
+    from amalia_edge.runtime.model import default_n_ctx
+    from amalia_edge.runtime.selection import select
+
+    source = resolve_model(model)
+    return select(source, info, default_n_ctx(source) if n_ctx is None else n_ctx)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -201,9 +196,7 @@ def run(args: argparse.Namespace) -> int:
     info = probe(None)
     checks = run_checks(info, deep=args.deep)
     backends, note = backend_rows(info, probe_backends=args.deep or bool(args.model))
-    selection, selection_note = (
-        selection_for(args.model, info, args.n_ctx) if args.model else (None, None)
-    )
+    selection = selection_for(args.model, info, args.ctx) if args.model else None
     if args.json:
         print(
             json.dumps(
@@ -213,7 +206,6 @@ def run(args: argparse.Namespace) -> int:
                     "backends": backends,
                     "backends_note": note,
                     "selection": _jsonable(selection),
-                    "selection_note": selection_note,
                 },
                 indent=2,
                 default=str,
@@ -221,5 +213,5 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         report = format_report(info, checks, backends, note, selection)
-        print(report + (f"\nSelection\n  {selection_note}" if selection_note else ""))
+        print(report)
     return 1 if any(c.status == "fail" for c in checks) else 0

@@ -8,7 +8,6 @@ goes to stderr.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from amalia_edge.quality import DEFAULT_CHUNKS, FORMATS
 
@@ -53,12 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from amalia_edge.progress import Progress
     from amalia_edge.quality import format_report, measure_quality
 
+    bars: dict[str, Progress] = {}
+
     def progress(label: str, done: int, total: int) -> None:
-        if not getattr(args, "quiet", False):
-            end = "\n" if done == total else ""
-            print(f"\r{label}: chunk {done}/{total}", end=end, file=sys.stderr, flush=True)
+        if label not in bars:
+            bars[label] = Progress(label, unit="chunks", enabled=not getattr(args, "quiet", False))
+        bars[label](done, total)
+        if done == total:
+            bars[label].close()
 
     quants = [q.strip() for q in args.quant.split(",") if q.strip()] if args.quant else None
     report = measure_quality(

@@ -302,49 +302,6 @@ def _pad(fh: IO[bytes], alignment: int) -> None:
         _write(fh, b"\0" * n)
 
 
-def file_mode() -> int:
-    """0o666 less the umask: temporaries from mkstemp are 0o600, artifacts are for sharing."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _card_list(readme: Path, *keys: str) -> list[str]:
-    """Values of list-or-scalar keys in a model card's YAML front matter (``language: pt`` /
-    ``language: [pt, en]`` / ``language:`` followed by ``- pt`` lines), in key order.
-
-    gguf-py's ``Metadata.load`` reads ``tags``/``pipeline_tag`` and ``languages``/``language``
-    this way for ``general.tags`` and ``general.languages``; no YAML parser is needed for them.
-    """
-    try:
-        text = readme.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    if not text.startswith("---"):
-        return []
-    end = text.find("\n---", 3)
-    found: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in text[3 : end if end > 0 else len(text)].splitlines():
-        item = line.strip()
-        if current is not None and item.startswith("- "):
-            found[current].append(item[2:].strip().strip("'\""))
-            continue
-        current = None
-        key, sep, value = line.partition(":")
-        if not sep or line[:1].isspace() or key.strip() not in keys:
-            continue
-        key, value = key.strip(), value.strip()
-        if not value:
-            current = key
-            found[key] = []
-        elif value.startswith("[") and value.endswith("]"):
-            found[key] = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
-        else:
-            found[key] = [value.strip("'\"")]
-    return [v for k in keys for v in found.get(k, [])]
-
-
 def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
     """The key/values convert_hf_to_gguf.py writes for a llama checkpoint, in its order."""
     import gguf
@@ -362,10 +319,10 @@ def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
     license_ = getattr(ckpt, "license", None)
     if license_:
         w.add_license(",".join(license_) if isinstance(license_, list) else str(license_))
-    readme = ckpt.path / "README.md"
-    if tags := _card_list(readme, "tags", "pipeline_tag"):
+    # gguf-py's Metadata.load reads tags/pipeline_tag and languages/language the same way.
+    if tags := ckpt.card_list("tags", "pipeline_tag"):
         w.add_tags(tags)
-    if languages := _card_list(readme, "languages", "language"):
+    if languages := ckpt.card_list("languages", "language"):
         w.add_languages(languages)
     # TextModel.set_gguf_parameters
     w.add_block_count(cfg.num_hidden_layers)
@@ -543,7 +500,6 @@ def write_gguf(
             if written != t.nbytes:  # a bug, not user input: the header would lie
                 raise AssertionError(f"{t.gguf_name}: wrote {written} bytes, planned {t.nbytes}")
         _pad(fh, alignment)
-        os.fchmod(fh.fileno(), file_mode())
         writer.fout = None  # atomic_open owns and closes the file
     if progress is not None:
         progress(len(tensors), len(tensors), "")

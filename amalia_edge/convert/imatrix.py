@@ -286,23 +286,12 @@ def write_imatrix(
     extra: dict[str, str] | None = None,
 ) -> Path:
     """Write ``stats`` as a llama.cpp GGUF imatrix, atomically (temp file + rename)."""
-    import tempfile
-
     import gguf
 
-    from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message
+    from amalia_edge.artifacts.atomic import atomic_path
 
     path = Path(path)
-    # GGUFWriter writes to a path, so the atomic write is spelled out here: a temporary file
-    # beside the target, fsync, rename (the same contract as amalia_edge.artifacts.atomic).
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.name, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise os_error_message(exc, path) from None
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, arch="imatrix")
         # llama-imatrix writes no general.architecture; GGUFWriter adds one by default.
         for kv in w.kv_data:
@@ -323,15 +312,6 @@ def write_imatrix(
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise os_error_message(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -43,6 +43,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from amalia_edge.artifacts.atomic import atomic_open
+from amalia_edge.artifacts.onnx import GraphInfo
 from amalia_edge.errors import ConversionError
 from amalia_edge.rope import rope_inv_freq
 
@@ -603,16 +604,10 @@ def build_model(
         producer_name="amalia-edge",
     )
     model.ir_version = spec.ir_version
-    meta = {
-        "amalia.precision": spec.name,
-        "amalia.kv_dtype": spec.act,
-        "amalia.num_layers": str(n_layers),
-        "amalia.num_kv_heads": str(n_kv),
-        "amalia.head_dim": str(d),
-        "amalia.vocab_size": str(cfg.vocab_size),
-        "amalia.max_position_embeddings": str(cfg.max_position_embeddings),
-        "amalia.architecture": str(cfg.architecture),
-    }
+    info = GraphInfo(
+        spec.name, spec.act, n_layers, n_kv, d, cfg.vocab_size, cfg.max_position_embeddings
+    )
+    meta = {**info.to_props(), "amalia.architecture": str(cfg.architecture)}
     helper.set_model_props(model, meta)
     return model
 
@@ -637,13 +632,6 @@ class OnnxExport:
     params: int
 
 
-def _file_mode() -> int:
-    """0o666 less the process umask (what a plain ``open`` would have created)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_onnx(
     ckpt: Any,
     out_dir: str | os.PathLike[str],
@@ -661,15 +649,12 @@ def write_onnx(
     out = Path(out_dir)
     graph_name, data_name = onnx_file_names(spec.name)
     graph_path, data_path = out / graph_name, out / data_name
-    mode = _file_mode()
     with atomic_open(data_path, "wb") as fh:
-        os.fchmod(fh.fileno(), mode)  # mkstemp makes 0o600; artifacts are meant to be shared
         ext = _ExternalData(fh, data_name)
         model = build_model(ckpt, spec, ext, progress)
         data_size, data_sha = ext.offset, ext.sha.hexdigest()
     blob = model.SerializeToString()
     with atomic_open(graph_path, "wb") as fh:
-        os.fchmod(fh.fileno(), mode)
         fh.write(blob)
     del onnx
     params = getattr(ckpt, "param_count", None)
@@ -730,66 +715,3 @@ def manifest_entry(ckpt: Any, res: OnnxExport) -> Any:
             "runs_on": spec.note,
         },
     )
-
-
-# --------------------------------------------------------------------------------------
-# Reading an exported graph back (backends, engine builder)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GraphInfo:
-    """What a runtime needs to drive an exported graph, from its metadata_props."""
-
-    precision: str
-    kv_dtype: str
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    max_position_embeddings: int
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of K and V cache that one token adds (all layers)."""
-        return (
-            2
-            * self.num_layers
-            * self.num_kv_heads
-            * self.head_dim
-            * np.dtype(self.kv_dtype).itemsize
-        )
-
-    def past_names(self) -> list[str]:
-        return [
-            f"past_key_values.{i}.{kv}" for i in range(self.num_layers) for kv in ("key", "value")
-        ]
-
-    def present_names(self) -> list[str]:
-        return [f"present.{i}.{kv}" for i in range(self.num_layers) for kv in ("key", "value")]
-
-
-def graph_info_from_props(props: dict[str, str], where: str = "ONNX graph") -> GraphInfo:
-    try:
-        return GraphInfo(
-            precision=props["amalia.precision"],
-            kv_dtype=props["amalia.kv_dtype"],
-            num_layers=int(props["amalia.num_layers"]),
-            num_kv_heads=int(props["amalia.num_kv_heads"]),
-            head_dim=int(props["amalia.head_dim"]),
-            vocab_size=int(props["amalia.vocab_size"]),
-            max_position_embeddings=int(props["amalia.max_position_embeddings"]),
-        )
-    except (KeyError, ValueError) as exc:
-        raise ConversionError(
-            f"{where} lacks amalia-edge metadata ({exc})",
-            fix="export it with `amalia-edge quantize --onnx ...`",
-        ) from None
-
-
-def read_graph_info(path: str | os.PathLike[str]) -> GraphInfo:
-    """Read :class:`GraphInfo` from an exported ``.onnx`` without loading its weights."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return graph_info_from_props({p.key: p.value for p in model.metadata_props}, str(path))

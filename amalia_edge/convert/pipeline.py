@@ -26,13 +26,11 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from amalia_edge import __version__
 from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message, remove_stale_temporaries
@@ -52,57 +50,12 @@ from amalia_edge.errors import (
     OutputError,
     QuantTypeError,
 )
+from amalia_edge.progress import Progress
 
 if TYPE_CHECKING:
     from amalia_edge.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, per tensor; plain text when stderr is not a TTY.
-
-    Call it as ``bar(done, total, current_name)``; :meth:`close` prints the final line.
-    """
-
-    def __init__(
-        self,
-        label: str,
-        stream: IO[str] | None = None,
-        enabled: bool = True,
-        unit: str = "tensors",
-    ) -> None:
-        self.label = label
-        self.unit = unit
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self._last = 0.0
-        self._total = 0
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        self._total = max(self._total, total)
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        width = 24
-        filled = width * done // total if total else width
-        bar = "#" * filled + "." * (width - filled)
-        self.stream.write(f"\r{self.label:<14} [{bar}] {done:>4}/{total:<4} {name[:40]:<40}")
-        self.stream.flush()
-
-    def close(self, note: str = "") -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        note = f" {note}" if note else ""
-        line = f"{self.label:<14} {self._total} {self.unit}, {elapsed:.1f} s{note}"
-        self.stream.write(("\r" + line + " " * 30 + "\n") if self.tty else line + "\n")
-        self.stream.flush()
 
 
 @dataclass
@@ -183,32 +136,16 @@ def _load_old(out: Path) -> Manifest | None:
         return None
 
 
-def _imatrix_module(consequence: str = "quantizing without one") -> Any | None:
-    """``amalia_edge.convert.imatrix`` when this install has it, else None (logged, with
-    ``consequence`` saying what is skipped)."""
-    try:
-        return importlib.import_module("amalia_edge.convert.imatrix")
-    except ModuleNotFoundError as exc:
-        if exc.name != "amalia_edge.convert.imatrix":
-            raise
-        log.warning("no importance-matrix module in this install; %s", consequence)
-        return None
-
-
 def _check_imatrix(path: Path, ckpt: Checkpoint) -> None:
     """Refuse an unreadable ``--imatrix FILE``, or one made for another model.
 
     Raises :class:`ImatrixError` naming the first mismatching tensor (llama.cpp's quantizer
-    would otherwise fail midway, or weight the wrong tensors). The comparison lives in the
-    optional imatrix module (see :func:`_imatrix_module`); without it only the format is checked.
+    would otherwise fail midway, or weight the wrong tensors).
     """
+    from amalia_edge.convert.imatrix import validate_imatrix
     from amalia_edge.convert.quantize import load_imatrix
 
-    imx = load_imatrix(path)
-    module = _imatrix_module(f"{path.name} is not checked against the model")
-    validate = getattr(module, "validate_imatrix", None)
-    if validate is not None:
-        validate(imx, ckpt)
+    validate_imatrix(load_imatrix(path), ckpt)
 
 
 def _auto_imatrix(
@@ -221,7 +158,7 @@ def _auto_imatrix(
     """Make (or reuse) the pt-PT imatrix in ``out`` with ``convert.imatrix.ensure_imatrix``."""
     from amalia_edge.convert.quantize import load_imatrix
 
-    bar = ProgressBar("imatrix", enabled=progress, unit="chunks")
+    bar = Progress("imatrix", enabled=progress, unit="chunks")
     path = Path(
         module.ensure_imatrix(
             ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
@@ -338,7 +275,7 @@ def run_quantize(
     imx_module: Any | None = None
     if mode.lower() == "auto":
         if llama_types and have_llama:
-            imx_module = _imatrix_module()
+            from amalia_edge.convert import imatrix as imx_module
     elif mode.lower() != "none":
         imx_path = Path(mode).expanduser()
         _check_imatrix(imx_path, ckpt)
@@ -415,7 +352,7 @@ def run_quantize(
 
     # 1. Types the GGUF writer makes directly.
     for qt in todo_writer:
-        bar = ProgressBar(qt.name, enabled=progress)
+        bar = Progress(qt.name, enabled=progress)
         res = gguf_writer.write_gguf(ckpt, out_dir / name_of(qt), qt.name, progress=bar)
         bar.close(f"→ {res.path.name}")
         record(qt, res.path, writer_versions, imx=False)
@@ -434,12 +371,12 @@ def run_quantize(
             temp_mid = mid_path = Path(tmp)
         try:
             if temp_mid is not None:
-                bar = ProgressBar(mid_name, enabled=progress)
+                bar = Progress(mid_name, enabled=progress)
                 gguf_writer.write_gguf(ckpt, temp_mid, mid_name, progress=bar)
                 bar.close("(intermediate)")
             for qt in todo:
                 dst = out_dir / name_of(qt)
-                bar = ProgressBar(qt.name, enabled=progress)
+                bar = Progress(qt.name, enabled=progress)
                 llama_quantize(mid_path, dst, qt, imatrix=imx, threads=threads, progress=bar)
                 bar.close(f"→ {dst.name}")
                 record(qt, dst, llama_versions, imx=True)
@@ -454,14 +391,9 @@ def run_quantize(
             entries[f"onnx:{precision}"] = entry
             result.reused.append(f"onnx:{precision}")
             continue
-        try:
-            from amalia_edge.convert.onnx import export_onnx
-        except ModuleNotFoundError as exc:
-            raise ConversionError(
-                f"ONNX export is not available ({exc.name} is missing)",
-                fix="pip install 'amalia-edge[onnx]', or drop --onnx",
-            ) from None
-        bar = ProgressBar(f"onnx {precision}", enabled=progress)
+        from amalia_edge.convert.onnx import export_onnx
+
+        bar = Progress(f"onnx {precision}", enabled=progress)
         onnx_entry = export_onnx(ckpt, out_dir, precision, _name_progress(bar))
         bar.close(f"→ {onnx_entry.file}")
         onnx_entry.versions = {**writer_versions, "onnx": versions["onnx"]}
@@ -497,7 +429,7 @@ def run_quantize(
     return result
 
 
-def _name_progress(bar: ProgressBar) -> Callable[[str], None]:
+def _name_progress(bar: Progress) -> Callable[[str], None]:
     """Adapt the bar to progress callbacks that only pass the current tensor's name."""
 
     def update(name: str) -> None:
@@ -557,4 +489,4 @@ def quantize(
     ).manifest
 
 
-__all__ = ["ProgressBar", "QuantizeResult", "gguf_file_name", "quantize", "run_quantize"]
+__all__ = ["QuantizeResult", "gguf_file_name", "quantize", "run_quantize"]

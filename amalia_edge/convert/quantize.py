@@ -19,7 +19,6 @@ import ctypes
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message
-from amalia_edge.convert.gguf import file_mode
+from amalia_edge.artifacts.atomic import atomic_path, os_error_message
 from amalia_edge.convert.quant_types import QuantType, get
 from amalia_edge.errors import (
     BackendUnavailableError,
@@ -282,15 +280,8 @@ def llama_quantize(
         keep_alive.append(kv_arr)
         params.kv_overrides = ctypes.cast(kv_arr, ctypes.POINTER(llama_cpp.llama_model_kv_override))
 
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=dst.name, dir=dst.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise os_error_message(exc, dst) from None
-    tmp = Path(tmp_name)
     sink = _LlamaLog(progress)
-    try:
+    with atomic_path(dst) as tmp:
         llama_cpp.llama_backend_init()
         with sink.installed():
             rc = llama_cpp.llama_model_quantize(
@@ -304,14 +295,6 @@ def llama_quantize(
                 f"llama.cpp could not quantize to {qt.name}: {detail}",
                 fix="see the log with -vv; check the source GGUF",
             )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), file_mode())
-        os.replace(tmp, dst)
-    except OSError as exc:
-        raise os_error_message(exc, dst) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     if progress is not None:
         progress(1, 1, "")
     return dst

@@ -35,8 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from amalia_edge.artifacts.atomic import atomic_write_bytes, atomic_write_json
-from amalia_edge.convert.onnx import GraphInfo
-from amalia_edge.errors import AmaliaEdgeError, BackendUnavailableError, ConversionError
+from amalia_edge.artifacts.manifest import sha256_file
+from amalia_edge.artifacts.onnx import GraphInfo, check_external_data, read_graph_info
+from amalia_edge.errors import AmaliaEdgeError, ConversionError
+from amalia_edge.runtime.cuda import (
+    GpuIdentity,
+    current_gpu,
+    import_tensorrt,
+    trt_logger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +52,6 @@ ENGINE_DIR = "engines"
 BUILD_RECIPE = 1
 # The prefill chunk: prompts are fed to the engine at most this many tokens at a time.
 DEFAULT_MAX_PREFILL = 512
-
-TENSORRT_INSTALL_HINT = (
-    "on a Jetson with JetPack 6, TensorRT 10.3 comes with JetPack: `sudo apt install "
-    "nvidia-jetpack` (or `sudo apt install python3-libnvinfer`) and use the system Python 3.10 "
-    "(or a venv created with --system-site-packages); on an x86 workstation with an NVIDIA "
-    "GPU: `pip install tensorrt`"
-)
-CUDA_PYTHON_HINT = (
-    "install NVIDIA's CUDA Python bindings for CUDA 12.6: `pip install 'cuda-python>=12.6,<13'`"
-)
 
 
 class EngineBuildError(ConversionError):
@@ -137,16 +134,6 @@ def check_fits(profile: EngineProfile, needed: int, engine: str = "the TensorRT 
 # --------------------------------------------------------------------------------------
 # Cache keys and staleness
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuIdentity:
-    name: str
-    compute_capability: str  # "8.7"
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9]+", "-", f"{self.name}-sm{self.compute_capability}").strip("-")
 
 
 @dataclass(frozen=True)
@@ -364,62 +351,6 @@ def expected_build_seconds(cache: Path, onnx_bytes: int, gpu: GpuIdentity) -> fl
 # --------------------------------------------------------------------------------------
 
 
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or a one-line error saying how to get it (JetPack included)."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"TensorRT is not installed ({exc})", fix=TENSORRT_INSTALL_HINT
-        ) from None
-    return tensorrt
-
-
-def import_cudart() -> Any:
-    """The CUDA runtime bindings from cuda-python (``cuda.bindings.runtime`` since 12.6)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6 layout
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                f"cuda-python is not installed ({exc})", fix=CUDA_PYTHON_HINT
-            ) from None
-    return cudart
-
-
-def cuda_check(result: Any, what: str) -> Any:
-    """Unwrap a cuda-python ``(err, *values)`` tuple, raising on an error code."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise AmaliaEdgeError(
-            f"CUDA call {what} failed with {err!r}",
-            fix="check `nvidia-smi`/`tegrastats` for another process holding the GPU",
-        )
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else tuple(rest)
-
-
-def current_gpu(device: int = 0) -> GpuIdentity:
-    """Name and compute capability of CUDA device ``device`` (via cuda-python)."""
-    cudart = import_cudart()
-    props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name
-    if isinstance(name, bytes):
-        name = name.split(b"\0", 1)[0].decode(errors="replace")
-    return GpuIdentity(str(name).strip(), f"{props.major}.{props.minor}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _OOM_PATTERNS = re.compile(
     r"out of memory|cudaErrorMemoryAllocation|Requested amount of GPU memory|"
     r"failed to allocate|OutOfMemory",
@@ -442,24 +373,6 @@ def oom_error(profile: EngineProfile, precision: str) -> EngineOutOfMemoryError:
         f"{profile.n_ctx} tokens of context",
         fix=hint + "; close other GPU programs first",
     )
-
-
-def _make_logger(trt: Any, sink: list[str]) -> Any:
-    sev = trt.ILogger.Severity
-    loud = {sev.INTERNAL_ERROR, sev.ERROR, sev.WARNING}
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in loud:
-                sink.append(str(msg))
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-    return _Logger()
 
 
 def _make_progress(trt: Any, report: Callable[[str], None]) -> Any:
@@ -516,7 +429,7 @@ def build_engine(
         )
     )
     messages: list[str] = []
-    logger = _make_logger(trt, messages)
+    logger = trt_logger(trt, messages)
     builder = trt.Builder(logger)
     strongly_typed = info.kv_dtype == "float16"
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -602,7 +515,6 @@ def verified_onnx(artifacts: str | os.PathLike[str], precision: str) -> OnnxArti
     minutes; the graph names it, and the graph is hashed).
     """
     from amalia_edge.artifacts.manifest import load_manifest
-    from amalia_edge.convert.onnx import read_graph_info
     from amalia_edge.errors import ArtifactError
 
     root = Path(artifacts)
@@ -624,17 +536,7 @@ def verified_onnx(artifacts: str | os.PathLike[str], precision: str) -> OnnxArti
             fix="the copy is corrupt or was re-exported without updating the manifest; "
             "copy the artifacts directory again",
         )
-    extra = getattr(entry, "extra", None) or {}
-    data_file, data_size = extra.get("data_file"), extra.get("data_size")
-    if data_file:
-        data = root / str(data_file)
-        size = data.stat().st_size if data.exists() else -1
-        if data_size is not None and size != int(data_size):
-            raise ArtifactError(
-                f"{data.name} is {size if size >= 0 else 'missing'} bytes, the manifest says "
-                f"{data_size}",
-                fix="the copy is incomplete; copy the artifacts directory again",
-            )
+    check_external_data(path, getattr(entry, "extra", None) or {})
     return OnnxArtifact(path, actual, read_graph_info(path))
 
 

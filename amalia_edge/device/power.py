@@ -26,10 +26,18 @@ log = logging.getLogger(__name__)
 NVPMODEL_CONF = "/etc/nvpmodel.conf"
 NVPMODEL_STATUS = "/var/lib/nvpmodel/status"  # "pmode:0000 fmode:quiet"
 CPUFREQ_POLICIES = "sys/devices/system/cpu/cpufreq/policy*"
-# GPU devfreq node: 17000000.ga10b on JetPack 5 (L4T 35), 17000000.gpu on JetPack 6 (L4T 36),
-# 17000000.gv11b on Xavier.
+# GPU devfreq node (clocks here, load/frequency in telemetry): 17000000.ga10b on JetPack 5
+# (L4T 35), 17000000.gpu on JetPack 6 (L4T 36), 17000000.gv11b on Xavier, 57000000.gp10b on
+# TX2; jetson_stats jtop/core/gpu.py matches the same names.
 GPU_DEVFREQ = "sys/class/devfreq/*"
-_GPU_DEVFREQ_NAMES = ("gpu", "ga10b", "gv11b")
+GPU_DEVFREQ_NAMES = ("gpu", "ga10b", "gv11b", "gp10b")
+
+
+def is_gpu_devfreq(node: str) -> bool:
+    """Whether a devfreq node (path or name) is the GPU's."""
+    return node.rsplit("/", 1)[-1].lower().endswith(GPU_DEVFREQ_NAMES)
+
+
 # Where set_clocks() keeps the pre-jetson_clocks settings so --clocks off can restore them
 # (jetson_clocks --store/--restore; its own default is ~/l4t_dfs.conf of whoever ran it).
 DEFAULT_CLOCKS_STORE = "/var/lib/amalia-edge/l4t_dfs.conf"
@@ -89,8 +97,7 @@ def read_clocks_locked(fs: FsRoot) -> bool | None:
         if lo is not None and hi is not None:
             pairs.append((lo, hi))
     for node in fs.glob(GPU_DEVFREQ):
-        name = node.rsplit("/", 1)[-1]
-        if not any(name.endswith(s) for s in _GPU_DEVFREQ_NAMES):
+        if not is_gpu_devfreq(node):
             continue
         lo, hi = fs.read_int(f"{node}/min_freq"), fs.read_int(f"{node}/max_freq")
         if lo is not None and hi is not None:

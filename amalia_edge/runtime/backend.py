@@ -25,9 +25,9 @@ Contract
 A :class:`BackendSession` streams :mod:`amalia_edge.runtime.events` (``Started``,
 ``PromptProcessed``, ``TokenEvent``..., ``Finished`` always last; see that module) for a
 prompt given as text (special tokens parsed, BOS added when the model wants it unless the
-text already starts with it) or as token ids (used as they are). :class:`EventBuilder`
-implements the parts every backend shares (incremental UTF-8 detokenization, stop strings,
-the final record) so that the three backends behave identically.
+text already starts with it) or as token ids (used as they are). The built-in backends do it
+with the one decode loop (:mod:`amalia_edge.runtime.decode`), and :class:`EventBuilder`
+turns its token ids into events (incremental UTF-8, stop strings, the final record).
 """
 
 from __future__ import annotations
@@ -88,19 +88,16 @@ class LoadOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific knobs
 
 
-# Bytes per KV-cache element for the cache types llama.cpp offers.
-# Source: ggml block sizes (ggml/src/ggml-common.h): q8_0 = 34 B / 32 values,
-# q4_0 = 18 B / 32 values, q5_0 = 22 B / 32, q5_1 = 24 B / 32, q4_1 = 20 B / 32.
-KV_BYTES_PER_ELEMENT: dict[str, float] = {
-    "f32": 4.0,
-    "f16": 2.0,
-    "bf16": 2.0,
-    "q8_0": 34 / 32,
-    "q5_1": 24 / 32,
-    "q5_0": 22 / 32,
-    "q4_1": 20 / 32,
-    "q4_0": 18 / 32,
-}
+def kv_bytes_per_element(kv_type: str) -> float:
+    """Bytes per KV-cache element of a ggml type named as llama.cpp does (``f16``, ``q8_0``,
+    ...), from gguf-py's ``GGML_QUANT_SIZES`` (block bytes / block values); 2.0 if unknown."""
+    import gguf
+
+    try:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kv_type.upper()]]
+    except KeyError:
+        return 2.0
+    return size / block
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ def kv_cache_bytes(
     n_layers: int, n_kv_heads: int, head_dim: int, n_ctx: int, kv_type: str = "f16"
 ) -> int:
     """K and V for every layer and position: 2 × layers × ctx × kv_heads × head_dim × size."""
-    per = KV_BYTES_PER_ELEMENT.get(kv_type, 2.0)
+    per = kv_bytes_per_element(kv_type)
     return int(2 * n_layers * n_ctx * n_kv_heads * head_dim * per)
 
 
@@ -244,21 +241,9 @@ class Backend(ABC):
 class EventBuilder:
     """Builds the event stream shared by all backends from prompt ids and sampled token ids.
 
-    Usage in a backend's ``stream``::
-
-        eb = EventBuilder(name, artifact.label, n_ctx, prompt_ids, stop, piece=token_bytes)
-        yield eb.started()
-        ... prefill ...
-        yield eb.prompt_processed(n_evaluated, seconds)
-        loop:
-            tid = <sample>
-            if <tid ends generation>:
-                if (ev := eb.end_token(tid)) is not None: yield ev
-                yield eb.finish("stop"); return
-            last = <this is the last token allowed: max_tokens, context full, cancel set>
-            yield eb.token(tid, final=last)
-            if eb.stopped: yield eb.finish("stop_string"); return
-            if last: yield eb.finish(<"length" | "context_full" | "cancelled">); return
+    Driven by the one decode loop (:func:`amalia_edge.runtime.decode.decode`): ``started``,
+    ``prompt_processed``, ``token`` per generated token (``end_token`` at an end-of-generation
+    token), ``finish``.
 
     Stop strings: text that could be the beginning of a stop string is held back (that
     ``TokenEvent`` carries ``""`` or less text) until it is known not to be one; when a stop

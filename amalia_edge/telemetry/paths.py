@@ -24,10 +24,8 @@ GPU_LOAD_PATHS = (
     "sys/devices/platform/bus@0/17000000.gpu/load",  # L4T r36 (JetPack 6), AGX Orin
     "sys/devices/platform/17000000.ga10b/load",  # L4T r35 (JetPack 5), AGX Orin ga10b node
 )
-# GPU frequency through devfreq (Hz): the Orin GPU's devfreq node is named 17000000.ga10b
-# (JetPack 5) or 17000000.gpu (JetPack 6); jetson_stats jtop/core/gpu.py matches "gpu"/"ga10b".
-DEVFREQ_GLOB = "sys/class/devfreq/*"
-DEVFREQ_GPU_MARKERS = ("gpu", "ga10b", "gv11b", "gp10b")
+# GPU frequency through devfreq (Hz): the GPU's devfreq node, one table with the clock check
+# (amalia_edge.device.power.GPU_DEVFREQ, is_gpu_devfreq).
 
 # Thermal zones: type + temp (millidegrees C), Linux Documentation/driver-api/thermal/sysfs-api.rst.
 THERMAL_GLOB = "sys/class/thermal/thermal_zone*"

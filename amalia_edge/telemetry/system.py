@@ -14,8 +14,6 @@ from pathlib import Path
 
 from amalia_edge.telemetry.base import Reading, Sampler, SourceStatus
 from amalia_edge.telemetry.paths import (
-    DEVFREQ_GLOB,
-    DEVFREQ_GPU_MARKERS,
     GPU_LOAD_PATHS,
     THERMAL_GLOB,
     THERMAL_INVALID_MILLI_C,
@@ -61,9 +59,10 @@ class SystemSampler(Sampler):
                     self.gpu_load_path = p
                     break
                 self.notes.append(f"gpu load: permission denied: {p}")
-        for d in sorted(glob.glob(str(self.root / DEVFREQ_GLOB))):
-            name = Path(d).name.lower()
-            if any(m in name for m in DEVFREQ_GPU_MARKERS):
+        from amalia_edge.device.power import GPU_DEVFREQ, is_gpu_devfreq  # one table
+
+        for d in sorted(glob.glob(str(self.root / GPU_DEVFREQ))):
+            if is_gpu_devfreq(d):
                 p = Path(d) / "cur_freq"
                 if _readable(p):
                     self.gpu_freq_path = p

@@ -2,11 +2,10 @@
 
 ``llama_cpp`` is imported only in :meth:`LlamaCppBackend.probe` and :meth:`~LlamaCppBackend.load`.
 
-Generation goes through ``Llama.generate`` (public API; the same token loop
-``create_completion`` uses, with its KV-cache prefix reuse, so a chat's earlier turns are not
-evaluated again). The prefill time is taken by wrapping this instance's ``eval`` (two
-``perf_counter`` calls per step); token text comes from ``token_to_piece``; end of generation
-is llama.cpp's own end-of-generation set (``llama_vocab_is_eog``: EOS, ``<|im_end|>``, ...).
+Generation runs the shared loop (:mod:`amalia_edge.runtime.decode`) over
+:class:`LlamaStepper`, which steps ``Llama.generate`` (public API; the same token loop
+``create_completion`` uses, with its KV-cache prefix reuse and llama.cpp's C sampler chain);
+end of generation is llama.cpp's own set (``llama_vocab_is_eog``: EOS, ``<|im_end|>``, ...).
 ``benchmarks/runtime_overhead.py`` measures what this layer costs against calling
 llama-cpp-python directly.
 """
@@ -15,23 +14,20 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from amalia_edge.errors import AmaliaEdgeError, BackendError, ContextOverflowError
+from amalia_edge.errors import BackendError
 from amalia_edge.runtime.backend import (
     Availability,
     Backend,
     BackendSession,
-    EventBuilder,
     LoadOptions,
     MemoryEstimate,
     MiB,
     kv_cache_bytes,
 )
-from amalia_edge.runtime.events import Event, FinishReason
+from amalia_edge.runtime.decode import DecodingSession, StepOutput, Stepper
 from amalia_edge.runtime.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -40,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# ggml type ids for the KV cache (ggml/include/ggml.h enum ggml_type; llama_cpp.GGML_TYPE_*).
+# ggml type ids for the KV cache (ggml/include/ggml.h enum ggml_type; llama_cpp.GGML_TYPE_*;
+# equal to gguf-py's GGMLQuantizationType, which sizes them: runtime.backend.kv_bytes_per_element).
 KV_CACHE_GGML_TYPES: dict[str, int] = {
     "f32": 0,
     "f16": 1,
@@ -179,7 +176,61 @@ class LlamaCppBackend(Backend):
         return LlamaCppSession(artifact, n_ctx, options or LoadOptions(), self._gpu(options))
 
 
-class LlamaCppSession(BackendSession):
+class LlamaStepper(Stepper):
+    """llama.cpp through ``Llama.generate``: its KV-cache prefix reuse and its C sampler chain.
+
+    ``generate`` is the token loop ``create_completion`` uses; it keeps the cached prefix a new
+    prompt shares with the last one, so a chat's earlier turns are not evaluated again.
+    """
+
+    def __init__(self, llm: Any, default_seed: int) -> None:
+        self.llm = llm
+        self._default_seed = default_seed
+        self._gen: Any = None
+
+    def prefill(self, ids: Sequence[int], sampling: SamplingParams) -> tuple[int, StepOutput]:
+        llm, sp = self.llm, sampling
+        if self._gen is not None:
+            self._gen.close()
+        llm.set_seed(sp.seed if sp.seed is not None else self._default_seed)
+        llm.last_n_tokens_size = sp.repeat_last_n
+        self._gen = llm.generate(
+            ids,
+            top_k=sp.top_k,
+            top_p=sp.top_p,
+            min_p=sp.min_p,
+            temp=sp.temperature,
+            repeat_penalty=sp.repeat_penalty,
+            reset=True,
+        )
+        # Count what the prompt's eval evaluates (the cached prefix is skipped), wrapping this
+        # instance's eval only for the prefill: Llama.generate calls self.eval.
+        evaluated = 0
+        original_eval = llm.eval
+
+        def counting_eval(tokens: Sequence[int]) -> None:
+            nonlocal evaluated
+            evaluated += len(tokens)
+            original_eval(tokens)
+
+        setattr(llm, "eval", counting_eval)  # noqa: B010 - mypy forbids assigning a method
+        try:
+            token = next(self._gen)
+        finally:
+            vars(llm).pop("eval", None)
+        return evaluated, int(token)
+
+    def step(self, token_id: int) -> StepOutput:
+        return int(next(self._gen))
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+        self.llm.close()
+
+
+class LlamaCppSession(DecodingSession):
     backend = LlamaCppBackend.name
 
     def __init__(self, artifact: Artifact, n_ctx: int, options: LoadOptions, gpu: bool) -> None:
@@ -224,25 +275,12 @@ class LlamaCppSession(BackendSession):
                 fix="check the file (re-run `amalia-edge quantize`) and the free memory; "
                 "run with -vv to see llama.cpp's log",
             ) from None
-        self._closed = False
-        self._last_eval: tuple[int, float] = (0, 0.0)
         self._pieces: dict[int, bytes] = {}
         self._vocab = self._llm._model.vocab
         self._is_eog = (
             getattr(llama_cpp, "llama_vocab_is_eog", None) or llama_cpp.llama_token_is_eog
         )
-        self._default_seed = llama_cpp.LLAMA_DEFAULT_SEED
-        original_eval = self._llm.eval
-
-        def timed_eval(tokens: Sequence[int]) -> None:
-            t0 = time.perf_counter()
-            original_eval(tokens)
-            self._last_eval = (len(tokens), time.perf_counter() - t0)
-
-        # Instance attribute: Llama.generate calls self.eval, so it picks this up.
-        setattr(self._llm, "eval", timed_eval)  # noqa: B010 - mypy forbids assigning a method
-
-    # -- tokenizer ---------------------------------------------------------------------------
+        self.stepper = LlamaStepper(self._llm, llama_cpp.LLAMA_DEFAULT_SEED)
 
     @property
     def llama(self) -> Any:
@@ -273,102 +311,12 @@ class LlamaCppSession(BackendSession):
     def eos_token(self) -> str:
         return self._special_text(self._llm.token_eos())
 
-    def _piece(self, token_id: int) -> bytes:
+    def piece(self, token_id: int) -> bytes:
         piece = self._pieces.get(token_id)
         if piece is None:
             piece = bytes(self._llm.detokenize([token_id]))
             self._pieces[token_id] = piece
         return piece
 
-    # -- generation --------------------------------------------------------------------------
-
-    def stream(
-        self,
-        prompt: str | Sequence[int],
-        *,
-        sampling: SamplingParams | None = None,
-        max_tokens: int = 256,
-        stop: Sequence[str] = (),
-        cancel: threading.Event | None = None,
-    ) -> Iterator[Event]:
-        if self._closed:
-            raise BackendError("this model was closed", fix="load it again with load_model()")
-        if max_tokens < 1:
-            raise AmaliaEdgeError(f"max_tokens must be >= 1, got {max_tokens}", fix="raise it")
-        ids = self.prompt_ids(prompt)
-        if not ids:
-            raise AmaliaEdgeError("the prompt is empty", fix="give some text")
-        if len(ids) >= self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx}",
-                fix="shorten the prompt or raise --ctx",
-            )
-        return self._generate(ids, sampling or SamplingParams(), max_tokens, stop, cancel)
-
-    def _generate(
-        self,
-        ids: list[int],
-        sp: SamplingParams,
-        max_tokens: int,
-        stop: Sequence[str],
-        cancel: threading.Event | None,
-    ) -> Iterator[Event]:
-        llm = self._llm
-        eb = EventBuilder(self.backend, self.artifact.label, self.n_ctx, ids, stop, self._piece)
-        yield eb.started()
-        # Token k (1-based) is sampled after prompt + k-1 tokens are in the KV cache.
-        room = self.n_ctx - len(ids)
-        limit = min(max_tokens, room)
-        llm.set_seed(sp.seed if sp.seed is not None else self._default_seed)
-        llm.last_n_tokens_size = sp.repeat_last_n
-        gen = llm.generate(
-            ids,
-            top_k=sp.top_k,
-            top_p=sp.top_p,
-            min_p=sp.min_p,
-            temp=sp.temperature,
-            repeat_penalty=sp.repeat_penalty,
-            reset=True,
-        )
-        is_eog, vocab, ignore_eos = self._is_eog, self._vocab, sp.ignore_eos
-        reason: FinishReason
-        try:
-            for i, tok in enumerate(gen):
-                if i == 0:
-                    n, secs = self._last_eval
-                    yield eb.prompt_processed(n, secs)
-                if not ignore_eos and is_eog(vocab, tok):
-                    ev = eb.end_token(tok)
-                    if ev is not None:
-                        yield ev
-                    reason = "stop"
-                    break
-                cancelled = cancel is not None and cancel.is_set()
-                last = cancelled or i + 1 >= limit
-                yield eb.token(tok, final=last)
-                if eb.stopped:
-                    reason = "stop_string"
-                    break
-                if last:
-                    reason = (
-                        "cancelled"
-                        if cancelled
-                        else "length"
-                        if i + 1 >= max_tokens
-                        else "context_full"
-                    )
-                    break
-            else:  # pragma: no cover - generate() is endless; kept for a future change there
-                reason = "stop"
-        except Exception as exc:  # a failed decode mid-stream: still end with Finished
-            log.debug("generation failed", exc_info=True)
-            yield eb.finish("error", error=f"{type(exc).__name__}: {exc}")
-            return
-        finally:
-            gen.close()
-        yield eb.finish(reason)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._llm.close()
+    def is_eog(self, token_id: int) -> bool:
+        return bool(self._is_eog(self._vocab, token_id))

@@ -13,8 +13,8 @@ cuda-python runtime bindings:
 * token ids, positions and the attention mask go up each step (a few bytes); only the last
   row of logits comes down.
 
-Sampling and the event stream are shared with the ONNX Runtime backend
-(:func:`amalia_edge.runtime.backends.onnxrt.generate`).
+The tokenizer, the session and the decode loop are shared with the ONNX Runtime backend
+(:mod:`amalia_edge.runtime.backends.graph`, :mod:`amalia_edge.runtime.decode`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from amalia_edge.artifacts.onnx import GraphInfo
 from amalia_edge.errors import BackendError, BackendUnavailableError
+from amalia_edge.runtime import cuda
 from amalia_edge.runtime.artifacts import Artifact
 from amalia_edge.runtime.backend import (
     Availability,
@@ -35,6 +37,15 @@ from amalia_edge.runtime.backend import (
     LoadOptions,
     MemoryEstimate,
 )
+from amalia_edge.runtime.backends.graph import (
+    GraphSession,
+    Tokenizer,
+    artifact_graph_info,
+    decode_bytes_per_token,
+    find_tokenizer_gguf,
+    weight_bytes,
+)
+from amalia_edge.runtime.decode import ChunkedStepper
 
 if TYPE_CHECKING:
     from amalia_edge.device import DeviceInfo
@@ -47,21 +58,13 @@ log = logging.getLogger(__name__)
 TRT_PRECISIONS = ("fp16", "int8", "fp32")
 
 
-def _info_from_artifact(artifact: Artifact) -> Any:
-    from amalia_edge.runtime.backends.onnxrt import artifact_graph_info
-
-    return artifact_graph_info(artifact)
-
-
 class DeviceBuffer:
     """One cudaMalloc'd allocation, freed on close."""
 
     def __init__(self, cudart: Any, nbytes: int) -> None:
-        from amalia_edge.convert.tensorrt import cuda_check
-
         self.cudart = cudart
         self.nbytes = max(nbytes, 1)
-        self.ptr = int(cuda_check(cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+        self.ptr = int(cuda.cuda_check(cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
 
     def close(self) -> None:
         if self.ptr:
@@ -69,25 +72,18 @@ class DeviceBuffer:
             self.ptr = 0
 
 
-class TrtStepper:
+class TrtStepper(ChunkedStepper):
     """Executes the engine one call at a time with a device-resident, ping-pong KV cache."""
 
-    def __init__(self, engine_path: Path, meta: Any, info: Any) -> None:
-        from amalia_edge.convert.tensorrt import (
-            _make_logger,
-            cuda_check,
-            import_cudart,
-            import_tensorrt,
-        )
-
-        trt = import_tensorrt()
-        self.cudart = cudart = import_cudart()
-        self._check = cuda_check
+    def __init__(self, engine_path: Path, meta: Any, info: GraphInfo) -> None:
+        trt = cuda.import_tensorrt()
+        self.cudart = cudart = cuda.import_cudart()
+        self._check = cuda.cuda_check
         self.info = info
         self.n_ctx = int(meta.key.profile.n_ctx)
         self.max_seq = int(meta.key.profile.max_seq)
         self._log: list[str] = []
-        self.runtime = trt.Runtime(_make_logger(trt, self._log))
+        self.runtime = trt.Runtime(cuda.trt_logger(trt, self._log))
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise BackendError(
@@ -96,7 +92,7 @@ class TrtStepper:
                 fix="rebuild it: `amalia-edge build-engine ARTIFACTS --force`",
             )
         self.ctx = self.engine.create_execution_context()
-        self.stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.stream = cuda.cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self.np_types = {
             name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             for name in (self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors))
@@ -124,7 +120,7 @@ class TrtStepper:
             "cudaMemcpyAsync (upload)",
         )
 
-    def step(self, token_ids: Sequence[int], past: int) -> np.ndarray:
+    def forward(self, token_ids: Sequence[int], past: int) -> np.ndarray:
         from amalia_edge.convert.tensorrt import EngineProfile, check_fits
 
         n = len(token_ids)
@@ -193,21 +189,17 @@ class TensorRTBackend(Backend):
         return artifact.kind == "onnx" and artifact.quant.lower() in TRT_PRECISIONS
 
     def probe(self, device: DeviceInfo | None) -> Availability:
-        from amalia_edge.convert.tensorrt import CUDA_PYTHON_HINT, TENSORRT_INSTALL_HINT
-
         try:
             import tensorrt as trt
         except ImportError as exc:
-            return Availability(False, f"TensorRT is not installed ({exc})", TENSORRT_INSTALL_HINT)
+            return Availability(
+                False, f"TensorRT is not installed ({exc})", cuda.TENSORRT_INSTALL_HINT
+            )
         try:
-            from amalia_edge.convert.tensorrt import import_cudart
-
-            import_cudart()
+            cuda.import_cudart()
         except BackendUnavailableError as exc:
-            return Availability(False, exc.problem, CUDA_PYTHON_HINT)
-        from amalia_edge.runtime.backends.onnxrt import has_cuda_gpu
-
-        if device is not None and not has_cuda_gpu(device):
+            return Availability(False, exc.problem, cuda.CUDA_PYTHON_HINT)
+        if device is not None and not cuda.has_cuda_gpu(device):
             return Availability(
                 False,
                 f"TensorRT {trt.__version__} is installed but this machine has no CUDA GPU",
@@ -215,9 +207,7 @@ class TensorRTBackend(Backend):
                 {"version": trt.__version__},
             )
         try:
-            from amalia_edge.convert.tensorrt import current_gpu
-
-            gpu = current_gpu()
+            gpu = cuda.current_gpu()
         except Exception as exc:  # a driver problem is a reason, not a crash
             return Availability(False, f"CUDA device query failed: {exc}", None)
         return Availability(
@@ -232,9 +222,8 @@ class TensorRTBackend(Backend):
         self, artifact: Artifact, n_ctx: int, options: LoadOptions | None = None
     ) -> MemoryEstimate:
         from amalia_edge.convert.tensorrt import estimate_memory, profile_for
-        from amalia_edge.runtime.backends.onnxrt import weight_bytes
 
-        info = _info_from_artifact(artifact)
+        info = artifact_graph_info(artifact)
         n_batch = (options or LoadOptions()).n_batch
         est = estimate_memory(weight_bytes(artifact), info, profile_for(n_ctx, info, n_batch))
         return MemoryEstimate(
@@ -249,9 +238,7 @@ class TensorRTBackend(Backend):
         )
 
     def decode_bytes_per_token(self, artifact: Artifact, n_ctx: int) -> int:
-        from amalia_edge.runtime.backends.onnxrt import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend().decode_bytes_per_token(artifact, n_ctx)
+        return decode_bytes_per_token(artifact, n_ctx)
 
     def load(
         self, artifact: Artifact, n_ctx: int, options: LoadOptions | None = None
@@ -263,12 +250,6 @@ class TensorRTBackend(Backend):
             engine_dir,
             ensure_engine,
             find_engine,
-            import_tensorrt,
-        )
-        from amalia_edge.runtime.backends.onnxrt import (
-            OnnxRuntimeSession,
-            Tokenizer,
-            find_tokenizer_gguf,
         )
 
         options = options or LoadOptions()
@@ -277,7 +258,7 @@ class TensorRTBackend(Backend):
                 f"TensorRT does not run {artifact.label}",
                 fix=f"use an ONNX export in one of {', '.join(TRT_PRECISIONS)}",
             )
-        import_tensorrt()
+        cuda.import_tensorrt()
         artifacts_dir = artifact.path.parent
         max_prefill = max(1, min(options.n_batch or DEFAULT_MAX_PREFILL, n_ctx))
         if options.extra.get("build_engine", True):
@@ -286,16 +267,11 @@ class TensorRTBackend(Backend):
             )
         else:
             # No building allowed: use the cached engine, and say so if it is too small.
-            from amalia_edge.convert.tensorrt import (
-                current_gpu,
-                profile_for,
-                verified_onnx,
-                wanted_key,
-            )
+            from amalia_edge.convert.tensorrt import profile_for, verified_onnx, wanted_key
 
             onnx_art = verified_onnx(artifacts_dir, artifact.quant.lower())
             # The smallest profile, which every cached engine covers; check_fits checks n_ctx.
-            want = wanted_key(onnx_art, profile_for(2, onnx_art.info, 1), current_gpu())
+            want = wanted_key(onnx_art, profile_for(2, onnx_art.info, 1), cuda.current_gpu())
             found = find_engine(engine_dir(artifacts_dir), want)
             if found.meta is None or found.path is None:
                 raise EngineProfileError(
@@ -305,9 +281,9 @@ class TensorRTBackend(Backend):
                 )
             meta, path = found.meta, found.path
             check_fits(meta.key.profile, n_ctx, f"engine {path.name}")
-        info = _info_from_artifact(artifact)
+        info = artifact_graph_info(artifact)
         stepper = TrtStepper(path, meta, info)
         tok = Tokenizer(find_tokenizer_gguf(artifact))
-        return OnnxRuntimeSession(
-            artifact, n_ctx, tok, stepper, [f"TensorRT {meta.key.tensorrt_version}"], "tensorrt"
+        return GraphSession(
+            artifact, n_ctx, tok, stepper, [f"TensorRT {meta.key.tensorrt_version}"], self.name
         )
