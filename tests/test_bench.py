@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,9 @@ from amalia_edge.bench.runner import (
     percentile,
     run_bench,
 )
+from amalia_edge.device import DeviceInfo
 from amalia_edge.errors import BackendError, BenchError
+from amalia_edge.runtime.artifacts import Artifact
 from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
 from amalia_edge.telemetry import Monitor
 from amalia_edge.telemetry.system import SystemSampler
@@ -34,9 +37,14 @@ from tests.plugins.telemetry import KnownPowerSampler
 
 
 class ScriptedModel:
-    """Yields Started, PromptProcessed, TokenEvent..., Finished with known per-token delays."""
+    """Yields Started, PromptProcessed, TokenEvent..., Finished with known per-token delays.
 
-    backend_name = "scripted"
+    It has the attributes of :class:`amalia_edge.runtime.Model` the runner reads (a llama.cpp
+    GGUF artifact, so bytes per token follow that backend's rule); it is its own session.
+    """
+
+    backend_name = "llama.cpp"
+    n_ctx = 1024
 
     def __init__(self, prefill_per_token: float = 0.00002, itl: float = 0.002) -> None:
         self.prefill_per_token = prefill_per_token
@@ -44,7 +52,11 @@ class ScriptedModel:
         self.calls: list[tuple[list[int], int]] = []
         self.interrupt_on_call: int | None = None
         self.closed = False
-        self.artifact = None
+        self.artifact = Artifact("gguf", "TEST", Path("scripted.gguf"), size=1_000_000)
+
+    @property
+    def session(self) -> ScriptedModel:
+        return self
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
         return [hash(w) % 1000 for w in text.split()]
@@ -114,12 +126,14 @@ def _run(
     return res, loads
 
 
-class _Dev:
-    memory_bandwidth = 204.8e9
-    memory_bandwidth_source = "board table"
-    board = None
-    cpu_model = "test cpu"
-    gpus: tuple[Any, ...] = ()
+def _Dev() -> DeviceInfo:
+    return DeviceInfo(
+        is_jetson=False,
+        arch="x86_64",
+        cpu_model="test cpu",
+        memory_bandwidth=int(204.8e9),
+        memory_bandwidth_source="board table",
+    )
 
 
 # -- test names and counts ---------------------------------------------------------------------
