@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(result.records)
     atomic_write_text(out / "demo_bench.md", md)
     atomic_write_text(out / "demo_bench.json", to_json(result.records))
-    plot_records(result.records, out / "demo_bench.png", title="amalia-edge demo model")
+    plot_records(result.records, out / "demo_bench.png", model="amalia-edge demo model")
     _readable(*(out / f"demo_bench.{ext}" for ext in ("md", "json", "png")))
     print(md)
     print(f"wrote {out / 'demo_bench.md'}, .json, .png", file=sys.stderr)

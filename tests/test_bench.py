@@ -439,3 +439,44 @@ def test_bench_on_a_fake_agx_orin_reports_rails_and_conditions(fake_sysfs):
     assert "CV0-therm" not in rec.temps_max_c
     assert rec.gpu_freq_min == 1_300_500_000 and rec.gpu_load_avg == pytest.approx(61.2)
     assert any(s.startswith("jetson_power: available") for s in rec.telemetry_sources)
+
+
+# -- chart -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("power", [False, True])
+def test_chart_labels_aligned_nothing_clipped_title_says_what(power: bool) -> None:
+    """Every text is inside the PNG, tick labels sit under their bar groups, and the title
+    names the model, the device and the date (the README's `bench --plot`)."""
+    from amalia_edge.bench.plots import build_figure
+
+    recs = []
+    for backend in ("llama.cpp", "onnxruntime"):
+        for quant, ts in (("F16", 180.0), ("Q8_0", 260.0), ("Q4_K_M", 330.0)):
+            for test in ("pp512", "tg128"):
+                recs.append(
+                    BenchRecord(test=test, backend=backend, quant=quant,
+                                model_filename=f"art/demo-{quant}.gguf", avg_ts=ts, stddev_ts=3.0,
+                                joules_per_token=0.02 if power else None,
+                                model_type=f"llama 5M {quant}", cpu_info="Test CPU 9000",
+                                test_time="2026-12-04T14:00:00+00:00")
+                )  # fmt: skip
+    fig = build_figure(recs, model="art")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text().strip()]
+    assert texts
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, t.get_text()
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, t.get_text()
+    title = fig.get_suptitle()
+    assert "art" in title and "Test CPU 9000" in title and "2026-12-04" in title
+    assert len(fig.axes) == 2 * (2 if power else 1)
+    for ax in fig.axes:
+        labels = [lbl.get_text() for lbl in ax.get_xticklabels()]
+        assert labels == ["F16", "Q8_0", "Q4_K_M"]
+        mids = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+        centres = [(a + b) / 2 for a, b in zip(mids[::2], mids[1::2], strict=True)]  # 2 backends
+        assert centres == pytest.approx(list(ax.get_xticks()))
+        lo, hi = ax.get_xlim()
+        assert all(lo <= p.get_x() and p.get_x() + p.get_width() <= hi for p in ax.patches)

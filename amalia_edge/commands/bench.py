@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         if plot is not None:
             from amalia_edge.bench.plots import plot_records
 
-            plot_records(result.records, plot, title=str(args.model or "demo model"))
+            plot_records(result.records, plot, model=str(args.model or "demo model"))
             print(f"wrote {plot}", file=sys.stderr)
     if result.interrupted:
         print("amalia-edge: interrupted", file=sys.stderr)
