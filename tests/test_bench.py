@@ -480,3 +480,37 @@ def test_chart_labels_aligned_nothing_clipped_title_says_what(power: bool) -> No
         assert centres == pytest.approx(list(ax.get_xticks()))
         lo, hi = ax.get_xlim()
         assert all(lo <= p.get_x() and p.get_x() + p.get_width() <= hi for p in ax.patches)
+
+
+# -- measured bandwidth is remembered per device -----------------------------------------------
+def test_measured_bandwidth_is_remembered_for_doctor_and_selection(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench measures the bandwidth where the board table has none; doctor then shows it
+    (not "unknown until measured") and selection ranks with it instead of its 25 GB/s."""
+    from amalia_edge.bench.bandwidth import memory_bandwidth
+    from amalia_edge.cli import main
+    from amalia_edge.device import probe
+    from amalia_edge.runtime.selection import DEFAULT_BANDWIDTH, device_bandwidth
+
+    monkeypatch.setenv("AMALIA_EDGE_CACHE_DIR", str(tmp_path))
+    before = probe()
+    if before.memory_bandwidth:
+        pytest.skip("this machine is in the board table: nothing to measure")
+    assert device_bandwidth(probe()) == (DEFAULT_BANDWIDTH, "assumed default")
+    assert main(["doctor", "--json"]) in (0, 1)
+    dev = json.loads(capsys.readouterr().out)["device"]
+    assert dev["memory_bandwidth"] is None
+
+    bw, source = memory_bandwidth(probe(), measure=True)
+    assert bw and source and source.startswith("measured")
+
+    assert main(["doctor", "--json"]) in (0, 1)
+    dev = json.loads(capsys.readouterr().out)["device"]
+    assert dev["memory_bandwidth"] == int(bw)
+    assert dev["memory_bandwidth_source"].startswith("measured by amalia-edge bench on ")
+    assert not any("unknown until measured" in n for n in dev["notes"])
+    main(["doctor"])
+    assert f"{int(bw) / 1e9:.1f} GB/s (measured by amalia-edge bench" in capsys.readouterr().out
+    got, src = device_bandwidth(probe())
+    assert got == int(bw) and src.startswith("measured by amalia-edge bench")
