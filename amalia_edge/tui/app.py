@@ -20,10 +20,11 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from amalia_edge.errors import AmaliaEdgeError
@@ -62,10 +63,29 @@ def default_monitor() -> Any:
         return None
 
 
+def _memory_total() -> int | None:
+    """The machine's memory, for the panel's "share of what is available"."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # psutil missing or unsupported: the share is not shown
+        return None
+
+
+# Two Ctrl+C within this many seconds quit (the first one alone stops a reply or asks).
+QUIT_WINDOW = 3.0
+
+
 class ChatApp(App[None]):
     # Absolute, so subclasses in other packages (the tests) find it too.
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     ENABLE_COMMAND_PALETTE = False
+    # Ctrl+C stops a streaming reply (as in `ollama run`, llama-cli); twice quits. Replaces
+    # Textual's own Ctrl+C, which asks in English and leaves the reply running.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "interrupt", show=False, priority=True),
+    ]
     # Narrow terminals (an 80-column SSH session) get a slimmer stats panel.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - as Textual declares it
 
@@ -101,6 +121,7 @@ class ChatApp(App[None]):
         self._monitor_factory = monitor
         self._monitor: Any = None
         self._chat_screen: ChatScreen | None = None
+        self._last_interrupt: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -116,6 +137,7 @@ class ChatApp(App[None]):
     def on_mount(self) -> None:
         self.title = self.msgs("app.title")
         self.sub_title = self.spec.label
+        self.chat.show_stats(dataclasses.replace(self.chat.stats, mem_total=_memory_total()))
         if self._monitor_factory is not None:
             self._monitor = self._monitor_factory()
             if self._monitor is not None:
@@ -147,6 +169,18 @@ class ChatApp(App[None]):
         tracker = StatsTracker(self.chat.stats)
         tracker.observe(self.latest_snapshot(), time.perf_counter())
         self.chat.show_stats(tracker.stats)
+
+    def action_interrupt(self) -> None:
+        now = time.monotonic()
+        if self.chat.generating:
+            self.chat.action_stop()
+            self._last_interrupt = None
+            return
+        if self._last_interrupt is not None and now - self._last_interrupt <= QUIT_WINDOW:
+            self.exit()
+            return
+        self._last_interrupt = now
+        self.notify(self.msgs("note.quit_again"), timeout=QUIT_WINDOW)
 
     # -- model loading ------------------------------------------------------------------------
 
@@ -199,6 +233,7 @@ class ChatApp(App[None]):
     def new_conversation(self) -> None:
         self.conversation = self.store.new(system=self.settings.system, model=self.spec.label)
         self.chat.rebuild()
+        self.chat.show_stats(self.chat.stats.for_new_chat())
 
     def resume(self, conversation_id: str) -> None:
         try:

@@ -36,6 +36,19 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "key.why": ("Porquê?", "Why?"),
     "key.export": ("Exportar", "Export"),
     "key.quit": ("Sair", "Quit"),
+    "key.newline": ("Nova linha na mensagem", "New line in the message"),
+    "key.interrupt": (
+        "Parar a resposta; duas vezes seguidas sai",
+        "Stop the reply; twice in a row quits",
+    ),
+    "key.new.short": ("Nova", "New"),
+    "key.page_up": ("Recuar na conversa", "Scroll the chat up"),
+    "key.page_down": ("Avançar na conversa", "Scroll the chat down"),
+    "key.copy": (
+        "Copiar a última resposta (também por SSH)",
+        "Copy the last reply (works over SSH too)",
+    ),
+    "key.copy.short": ("Copiar", "Copy"),
     "key.close": ("Fechar", "Close"),
     "key.save": ("Guardar", "Save"),
     "key.cancel": ("Cancelar", "Cancel"),
@@ -102,6 +115,15 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "the {n} oldest messages.",
     ),
     "note.stopped": ("Geração interrompida.", "Generation stopped."),
+    "note.quit_again": (
+        "Carrega outra vez em Ctrl+C para sair.",
+        "Press Ctrl+C again to quit.",
+    ),
+    "note.copied": (
+        "Resposta copiada ({n} caracteres).",
+        "Reply copied ({n} characters).",
+    ),
+    "note.nothing_to_copy": ("Ainda não há resposta para copiar.", "No reply to copy yet."),
     "note.nothing_to_regenerate": (
         "Ainda não há resposta para regenerar.",
         "No reply to regenerate yet.",

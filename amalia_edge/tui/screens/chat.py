@@ -17,6 +17,7 @@ whatever went wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,17 +28,18 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Static
 from textual.worker import get_current_worker
 
 from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
 from amalia_edge.runtime.events import Finished, Started, TokenEvent
 from amalia_edge.tui.history import ChatMessage, Conversation
-from amalia_edge.tui.keys import KEYS
+from amalia_edge.tui.keys import KEYS, NOT_SCREEN_BINDINGS
 from amalia_edge.tui.model import LoadedModel, request_messages, sampling_params
 from amalia_edge.tui.settings import ChatSettings
 from amalia_edge.tui.stats import LiveStats, StatsTracker
 from amalia_edge.tui.widgets.messages import MessageList, MessageView
+from amalia_edge.tui.widgets.prompt import PromptInput
 from amalia_edge.tui.widgets.stats import StatsPanel
 
 if TYPE_CHECKING:
@@ -96,12 +98,12 @@ class ChatScreen(Screen[None]):
         self._stats_shown_at = 0.0
         self._messages: MessageList | None = None
         for key in KEYS:
-            if key.action in ("send", "quit"):
+            if key.action in NOT_SCREEN_BINDINGS:
                 continue
             self._bindings.bind(
                 key.keys,
                 key.action,
-                self.chat_app.msgs(key.label),
+                self.chat_app.msgs(key.footer or key.label),
                 show=key.show,
                 priority=key.priority,
             )
@@ -117,10 +119,10 @@ class ChatScreen(Screen[None]):
             with Vertical(id="chat-column"):
                 self._messages = MessageList(id="messages")
                 yield self._messages
-                yield Input(placeholder=m("input.placeholder"), id="prompt")
+                yield PromptInput(placeholder=m("input.placeholder"), id="prompt")
             self._panel = StatsPanel(m, id="stats")
             yield self._panel
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.rebuild()
@@ -133,8 +135,8 @@ class ChatScreen(Screen[None]):
         return self._messages
 
     @property
-    def prompt(self) -> Input:
-        return self.query_one("#prompt", Input)
+    def prompt(self) -> PromptInput:
+        return self.query_one("#prompt", PromptInput)
 
     def rebuild(self) -> None:
         """Show the app's current conversation from scratch (new chat, resume)."""
@@ -154,8 +156,8 @@ class ChatScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    async def _submitted(self, event: Input.Submitted) -> None:
+    @on(PromptInput.Submitted, "#prompt")
+    async def _submitted(self, event: PromptInput.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -220,6 +222,25 @@ class ChatScreen(Screen[None]):
     def action_export(self) -> None:
         self.chat_app.action_export()
 
+    def action_scroll_up(self) -> None:
+        # Scrolling releases the list's anchor: the reply stops pulling the view down until
+        # the person scrolls back to the bottom (Textual's anchor, see MessageList).
+        self.message_list.scroll_page_up(animate=False)
+
+    def action_scroll_down(self) -> None:
+        self.message_list.scroll_page_down(animate=False)
+
+    def action_copy_reply(self) -> None:
+        """Copy the newest reply to the clipboard (OSC 52: works over SSH and in tmux)."""
+        m = self.chat_app.msgs
+        replies = [v for v in self.message_list.views if v.role == "assistant" and v.text]
+        if not replies:
+            self.notify(m("note.nothing_to_copy"), severity="warning")
+            return
+        text = replies[-1].text
+        self.app.copy_to_clipboard(text)
+        self.notify(m("note.copied", n=len(text)))
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _refuse_busy_or_unloaded(self) -> bool:
@@ -258,9 +279,12 @@ class ChatScreen(Screen[None]):
         assert loaded is not None
         settings = self.chat_app.settings
         view = self._add_view("assistant", "", streaming=True)
+        self.message_list.anchor()  # a new reply brings the view back to the bottom
         # The reply belongs to this conversation even if a new chat starts before it ends.
         view.conversation = self.chat_app.conversation
         self.generating = True
+        # No number of the previous reply while this prompt is processed.
+        self.show_stats(dataclasses.replace(self.stats.for_new_reply(), state="generating"))
         cancel = self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
         history = list(self.chat_app.conversation.messages)
@@ -352,9 +376,16 @@ class ChatScreen(Screen[None]):
             self._follow()
 
     def _follow(self) -> None:
+        """Keep the newest text in view unless the person scrolled back to read.
+
+        The list is anchored (it stays at the bottom as content grows, after every layout,
+        including the Markdown that replaces the streamed text and mounts its blocks later);
+        "are we within 3 lines of the bottom?" left a reply that grew by many lines at once
+        with only its first line on screen.
+        """
         messages = self.message_list
-        if messages.max_scroll_y - messages.scroll_y <= 3:  # follow unless the user scrolled up
-            messages.scroll_end(animate=False)
+        if messages.is_anchored and not messages._anchor_released:
+            messages.scroll_end(animate=False, immediate=True)
 
     # -- the worker's outcome -----------------------------------------------------------------
 
@@ -401,7 +432,7 @@ class ChatScreen(Screen[None]):
                     "completion_tokens": fin.completion_tokens,
                     "ttft_s": fin.ttft,
                     "decode_tps": fin.decode_tps,
-                    "prompt_tps": fin.prompt_tps,
+                    "prompt_tps": s.prompt_tps,  # the prefill's, as the panel shows it
                     "joules_per_token": s.joules_per_token,
                 },
             ),
@@ -426,6 +457,4 @@ class ChatScreen(Screen[None]):
             view.remove()
 
     def _with_state(self, state: Any) -> LiveStats:
-        import dataclasses
-
         return dataclasses.replace(self.stats, state=state)

@@ -1,0 +1,226 @@
+"""What a person does in the chat besides sending one short message (issue 14, part 3):
+read a long reply, type several lines, paste, copy a reply, Ctrl+C, the key bar and panel.
+
+The model is the scripted one of test_tui_snapshots (fixed events); the app is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from textual import events
+from textual.geometry import Region
+from textual.widgets import Footer
+
+from amalia_edge.tui.history import HistoryStore
+from amalia_edge.tui.settings import ModelSpec
+from amalia_edge.tui.stats import LiveStats
+from amalia_edge.tui.widgets.stats import StatsTable
+from tests.test_tui_app import RecordingApp, aio, saved, send, views
+from tests.test_tui_snapshots import ScriptedModel, scripted_loader, settle
+
+LONG_REPLY = "\n\n".join(f"Parágrafo {i}: era uma vez uma história longa." for i in range(1, 41))
+
+
+def make(tmp_path: Path, model: ScriptedModel | None = None, **kw: Any) -> RecordingApp:
+    return RecordingApp(
+        ModelSpec("scripted"),
+        store=HistoryStore(tmp_path),
+        loader=scripted_loader(model or ScriptedModel()),
+        monitor=None,
+        **kw,
+    )
+
+
+def visible(app: RecordingApp, view: Any) -> tuple[bool, bool]:
+    """Whether the first and the last line of ``view`` are inside the chat's viewport."""
+    port = app.chat.message_list.content_region
+    region = view.region
+    return port.y <= region.y < port.bottom, port.y < region.bottom <= port.bottom
+
+
+@aio
+async def test_long_reply_is_fully_readable_and_scrolls_with_page_keys(tmp_path: Path) -> None:
+    app = make(tmp_path, ScriptedModel(LONG_REPLY))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        for question in ("Conta-me uma história longa.", "E depois?", "Mais uma vez."):
+            await send(app, pilot, question)
+            await settle(app, pilot)
+            await pilot.pause(0.2)
+            reply = app.chat.message_list.views[-1]
+            assert reply.role == "assistant" and reply.text == LONG_REPLY
+            assert visible(app, reply)[1], "the end of the newest reply is on screen"
+        messages = app.chat.message_list
+        seen_top = False
+        for _ in range(40):  # PageUp until the reply's first line shows
+            before = messages.scroll_y
+            await pilot.press("pageup")
+            await pilot.pause()
+            if visible(app, reply)[0]:
+                seen_top = True
+                break
+            assert messages.scroll_y < before, "PageUp scrolls the chat"
+        assert seen_top
+        assert not visible(app, reply)[1]
+        for _ in range(40):
+            await pilot.press("pagedown")
+            await pilot.pause()
+        assert visible(app, reply)[1]
+        assert app.chat.prompt.has_focus  # the keys scroll while typing stays possible
+
+
+@aio
+async def test_multi_line_message_enter_sends_ctrl_j_and_paste_keep_lines(tmp_path: Path) -> None:
+    model = ScriptedModel()
+    app = make(tmp_path, model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"linha um", "ctrl+j", *"linha dois", "shift+enter", *"três")
+        assert app.chat.prompt.value == "linha um\nlinha dois\ntrês"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert saved(app)[0] == ("user", "linha um\nlinha dois\ntrês")
+        assert model.requests[-1][-1].content == "linha um\nlinha dois\ntrês"
+        app.post_message(events.Paste("primeira\nsegunda\nterceira"))  # as the terminal sends
+        await pilot.pause()
+        assert app.chat.prompt.value == "primeira\nsegunda\nterceira"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert views(app)[2] == ("user", "primeira\nsegunda\nterceira")
+
+
+@aio
+async def test_copy_key_puts_the_newest_reply_on_the_clipboard(tmp_path: Path) -> None:
+    app = make(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f7")
+        assert app.notes[-1][1] == "warning"  # nothing to copy yet
+        await send(app, pilot, "Olá")
+        await settle(app, pilot)
+        await pilot.press("f7")
+        assert app.clipboard == views(app)[-1][1] and app.clipboard
+        assert "copiada" in app.notes[-1][0]
+
+
+@aio
+async def test_ctrl_c_stops_a_streaming_reply_and_twice_quits_in_portuguese(
+    tmp_path: Path,
+) -> None:
+    app = make(tmp_path, ScriptedModel(LONG_REPLY, delay=0.05))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await send(app, pilot, "Conta-me uma história longa.")
+        while not app.chat.message_list.views[-1].text:
+            await asyncio.sleep(0.02)
+        await pilot.press("ctrl+c")
+        await settle(app, pilot)
+        reply = saved(app)[-1]
+        assert reply[0] == "assistant" and 0 < len(reply[1]) < len(LONG_REPLY)
+        assert app.is_running
+        assert not any("quit" in n.lower() for n, _ in app.notes)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.is_running
+        assert app.notes[-1][0] == "Carrega outra vez em Ctrl+C para sair."
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+def footer_text(app: RecordingApp) -> str:
+    footer = app.screen.query_one(Footer)
+    return " ".join(str(w.render()) for w in footer.query("FooterKey"))
+
+
+@aio
+async def test_key_bar_fits_120_columns_and_panel_labels_fit_80(tmp_path: Path) -> None:
+    for size in ((120, 40), (80, 24)):
+        app = make(tmp_path)
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            footer = app.screen.query_one(Footer)
+            keys = list(footer.query("FooterKey"))
+            assert keys
+            if size[0] == 120:
+                shown = [k for k in keys if k.region.right <= footer.region.right]
+                assert len(shown) == len(keys), "every footer key is on screen at 120 columns"
+                text = footer_text(app)
+                assert "f6" in text and "^q" in text and "f7" in text
+            # The widest values a real run shows: labels must stay whole beside them.
+            table = app.screen.query_one(StatsTable)
+            app.chat.show_stats(WIDE_STATS)
+            await pilot.pause()
+            lines = widget_lines(table)
+            for label in LABELS:
+                assert any(line.startswith(app.msgs(label) + " ") for line in lines), (
+                    label,
+                    lines,
+                )
+
+
+WIDE_STATS = LiveStats(
+    state="generating",
+    backend="onnxruntime",
+    quant="Q4_K_M",
+    prompt_tps=12345.6,
+    decode_tps=1234.5,
+    ttft=0.123,
+    ctx_used=1024,
+    n_ctx=1024,
+    power_w=12.3,
+    joules_per_token=0.12,
+    rss=126 * 2**20,
+    mem_used=1700 * 2**20,
+    mem_total=16 * 2**30,
+    temp_c=55.0,
+)
+LABELS = ("stats.state", "stats.backend", "stats.quant", "stats.prompt_tps", "stats.decode_tps",
+          "stats.ttft", "stats.context", "stats.power", "stats.energy", "stats.memory",
+          "stats.temp")  # fmt: skip
+
+
+def widget_lines(widget: Any) -> list[str]:
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return ["".join(seg.text for seg in strip) for strip in strips]
+
+
+class GatedModel(ScriptedModel):
+    """Holds each request before its first event until ``gate`` is set (a long prefill)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def stream_chat(self, messages: Any, **kw: Any) -> Any:
+        self.gate.wait(10)
+        yield from super().stream_chat(messages, **kw)
+
+
+@aio
+async def test_panel_numbers_do_not_go_stale(tmp_path: Path) -> None:
+    model = GatedModel()
+    app = make(tmp_path, model)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        model.gate.set()
+        await send(app, pilot, "Olá")
+        await settle(app, pilot)
+        assert app.chat.stats.ttft is not None and app.chat.stats.ctx_used
+        model.gate.clear()
+        await send(app, pilot, "E depois?")  # its prompt is being processed...
+        while not app.chat.generating:
+            await asyncio.sleep(0.01)
+        assert app.chat.stats.ttft is None  # ...so no TTFT yet, not the previous reply's
+        model.gate.set()
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.chat.stats.ctx_used is None
+        table = app.screen.query_one(StatsTable)
+        row = next(ln for ln in widget_lines(table) if ln.startswith(app.msgs("stats.context")))
+        assert row.split()[-1] == "—", row
