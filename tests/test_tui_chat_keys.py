@@ -26,13 +26,8 @@ LONG_REPLY = "\n\n".join(f"Parágrafo {i}: era uma vez uma história longa." for
 
 
 def make(tmp_path: Path, model: ScriptedModel | None = None, **kw: Any) -> RecordingApp:
-    return RecordingApp(
-        ModelSpec("scripted"),
-        store=HistoryStore(tmp_path),
-        loader=scripted_loader(model or ScriptedModel()),
-        monitor=None,
-        **kw,
-    )
+    kw.setdefault("loader", scripted_loader(model or ScriptedModel()))
+    return RecordingApp(ModelSpec("scripted"), store=HistoryStore(tmp_path), monitor=None, **kw)
 
 
 def visible(app: RecordingApp, view: Any) -> tuple[bool, bool]:
@@ -224,3 +219,93 @@ async def test_panel_numbers_do_not_go_stale(tmp_path: Path) -> None:
         table = app.screen.query_one(StatsTable)
         row = next(ln for ln in widget_lines(table) if ln.startswith(app.msgs("stats.context")))
         assert row.split()[-1] == "—", row
+
+
+def quant_loader(calls: list[ModelSpec], bad: str = "Q5_K") -> Any:
+    """Loads any quant the model has; ``bad`` fails as the runtime's selection does."""
+    from amalia_edge.errors import SelectionError
+    from amalia_edge.tui.model import LoadedModel
+
+    def load(spec: ModelSpec) -> LoadedModel:
+        calls.append(spec)
+        if spec.quant == bad:
+            raise SelectionError(
+                f"no artifact with quant type {bad}", fix="pass --quant Q4_K_M, Q8_0 or F16"
+            )
+        quant = spec.quant or "Q4_K_M"
+        return LoadedModel(ScriptedModel(), spec, backend="llama.cpp", quant=quant, n_ctx=2048,
+                           quants=["Q4_K_M", "Q8_0", "F16"], n_ctx_max=4096)  # fmt: skip
+
+    return load
+
+
+@aio
+async def test_failed_model_switch_keeps_the_current_model(tmp_path: Path) -> None:
+    calls: list[ModelSpec] = []
+    app = make(tmp_path, loader=quant_loader(calls))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        app.load_model(ModelSpec("scripted", quant="Q5_K"))
+        await settle(app, pilot)
+        assert app.loaded is not None and app.loaded.quant == "Q4_K_M"
+        assert app.chat.stats.state == "idle" and app.chat.stats.quant == "Q4_K_M"
+        note, severity = app.notes[-1]
+        assert severity == "error" and "Continua o modelo anterior" in note
+        assert "--quant" not in note  # no command-line flag inside the app
+        await send(app, pilot, "Ainda estás aí?")
+        await settle(app, pilot)
+        assert saved(app)[-1][0] == "assistant"
+
+
+@aio
+async def test_model_switch_offers_the_artifacts_that_exist(tmp_path: Path) -> None:
+    from textual.widgets import Select
+
+    calls: list[ModelSpec] = []
+    app = make(tmp_path, loader=quant_loader(calls))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await pilot.pause()
+        select = app.screen.query_one("#quant", Select)
+        assert [v for _, v in select._options][1:] == ["Q4_K_M", "Q8_0", "F16"]
+        select.value = "Q8_0"
+        await pilot.click("#load")
+        await settle(app, pilot)
+        assert calls[-1].quant == "Q8_0" and app.loaded is not None
+        assert app.loaded.quant == "Q8_0"
+
+
+class ContextFullModel(ScriptedModel):
+    """A reply that runs into the end of the context."""
+
+    def stream_chat(self, messages: Any, **kw: Any) -> Any:
+        from amalia_edge.runtime.events import Finished
+
+        for ev in super().stream_chat(messages, **kw):
+            if isinstance(ev, Finished):
+                ev = Finished("context_full", *list(vars(ev).values())[1:])
+            yield ev
+
+
+@aio
+async def test_context_full_advice_depends_on_the_models_maximum(tmp_path: Path) -> None:
+    from amalia_edge.tui.model import LoadedModel
+
+    for n_ctx, n_ctx_max in ((2048, 4096), (4096, 4096)):
+
+        def load(spec: ModelSpec, n_ctx: int = n_ctx, top: int = n_ctx_max) -> LoadedModel:
+            return LoadedModel(ContextFullModel(n_ctx=n_ctx), spec, backend="llama.cpp",
+                               quant="Q4_K_M", n_ctx=n_ctx, n_ctx_max=top)  # fmt: skip
+
+        app = make(tmp_path / str(n_ctx), loader=load)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(app, pilot)
+            await send(app, pilot, "Conta-me uma história longa.")
+            await settle(app, pilot)
+            note = next(n for n, sev in app.notes if sev == "warning")
+            assert "--ctx" not in note and "Ctrl+N" in note
+            if n_ctx < n_ctx_max:
+                assert "F4" in note and str(n_ctx_max) in note
+            else:
+                assert "máximo deste modelo" in note and "F4" not in note

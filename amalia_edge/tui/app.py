@@ -77,6 +77,12 @@ def _memory_total() -> int | None:
 QUIT_WINDOW = 3.0
 
 
+class _LoadFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class ChatApp(App[None]):
     # Absolute, so subclasses in other packages (the tests) find it too.
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
@@ -186,20 +192,42 @@ class ChatApp(App[None]):
 
     @work(thread=True, exclusive=True, group="load")
     def load_model(self, spec: ModelSpec) -> None:
-        """Unload the current model, then load ``spec``; failures become a notification."""
+        """Unload the current model, then load ``spec``; failures become a notification.
+
+        When ``spec`` cannot load and a model was running, that model is loaded again (the
+        old one is freed first: two 9B models do not fit in an Orin's memory at once).
+        """
+        previous = self.spec if self.loaded is not None else None
         old = self.call_from_thread(self._begin_loading, spec)
         if old is not None:
             old.close()
         try:
-            loaded = self._loader(spec)
-        except AmaliaEdgeError as exc:
-            self.call_from_thread(self._load_failed, str(exc))
-            return
-        except Exception as exc:  # e.g. llama.cpp refusing a corrupt file
-            log.exception("loading %s failed", spec.label)
-            self.call_from_thread(self._load_failed, str(exc) or type(exc).__name__)
+            loaded = self._load(spec)
+        except _LoadFailed as exc:
+            if previous is None:
+                self.call_from_thread(self._load_failed, exc.message)
+                return
+            try:
+                loaded = self._load(previous)
+            except _LoadFailed as again:
+                self.call_from_thread(self._load_failed, again.message)
+                return
+            self.call_from_thread(self._load_done, loaded)
+            note = self.msgs("note.load_failed_kept", model=spec.label, error=exc.message)
+            self.call_from_thread(self.notify, note, severity="error", timeout=10)
             return
         self.call_from_thread(self._load_done, loaded)
+
+    def _load(self, spec: ModelSpec) -> LoadedModel:
+        """The loader's model, or :class:`_LoadFailed` with a one-line reason."""
+        try:
+            return self._loader(spec)
+        except AmaliaEdgeError as exc:
+            # The problem only: the fix names command-line flags, which the UI does not have.
+            raise _LoadFailed(exc.problem) from None
+        except Exception as exc:  # e.g. llama.cpp refusing a corrupt file
+            log.exception("loading %s failed", spec.label)
+            raise _LoadFailed(str(exc) or type(exc).__name__) from None
 
     def _begin_loading(self, spec: ModelSpec) -> LoadedModel | None:
         old, self.loaded, self.loading, self.spec = self.loaded, None, True, spec
@@ -216,7 +244,9 @@ class ChatApp(App[None]):
         self.notify(self.msgs("note.load_failed", error=error), severity="error", timeout=10)
 
     def _load_done(self, loaded: LoadedModel) -> None:
-        self.loaded, self.loading = loaded, False
+        self.loaded, self.loading, self.spec = loaded, False, loaded.spec
+        self.sub_title = loaded.spec.label
+        self.conversation.set_model(loaded.spec.label)
         self.chat.show_stats(
             dataclasses.replace(
                 self.chat.stats,
@@ -284,7 +314,8 @@ class ChatApp(App[None]):
             if spec is not None:
                 self.load_model(spec)
 
-        self.push_screen(ModelScreen(self.msgs, self.spec), done)
+        quants = self.loaded.quants if self.loaded else []
+        self.push_screen(ModelScreen(self.msgs, self.spec, quants), done)
 
     def action_show_why(self) -> None:
         chosen, rejected = (self.loaded.chosen, self.loaded.rejected) if self.loaded else ([], [])

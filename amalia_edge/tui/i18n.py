@@ -91,6 +91,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "Não foi possível carregar o modelo: {error}",
         "Could not load the model: {error}",
     ),
+    "note.load_failed_kept": (
+        "Não foi possível carregar {model}: {error}. Continua o modelo anterior.",
+        "Could not load {model}: {error}. The previous model stays.",
+    ),
     "note.no_model": (
         "Nenhum modelo carregado: carrega em F4 para escolher um.",
         "No model loaded: press F4 to choose one.",
@@ -105,8 +109,15 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "note.failed": ("A geração falhou: {error}", "Generation failed: {error}"),
     "note.context_full": (
-        "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou aumenta --ctx.",
-        "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or raise --ctx.",
+        "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou escolhe "
+        "um contexto maior em F4 (este modelo aceita até {max}).",
+        "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or choose a "
+        "larger context in F4 (this model takes up to {max}).",
+    ),
+    "note.context_full_max": (
+        "O contexto encheu ({n_ctx} tokens, o máximo deste modelo): começa uma nova "
+        "conversa (Ctrl+N).",
+        "The context is full ({n_ctx} tokens, this model's maximum): start a new chat (Ctrl+N).",
     ),
     "note.dropped": (
         "A conversa já não cabe no contexto ({n_ctx} tokens): o modelo deixou de ver "
@@ -169,6 +180,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "model.backend": ("Motor (vazio = automático)", "Backend (empty = automatic)"),
     "model.quant": ("Quantização (vazio = automática)", "Quant type (empty = automatic)"),
+    "model.quant.auto": ("automática", "automatic"),
     "model.ctx": (
         "Contexto em tokens (vazio = automático)",
         "Context in tokens (empty = automatic)",

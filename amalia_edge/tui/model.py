@@ -49,6 +49,8 @@ class LoadedModel:
     n_ctx: int | None = None
     chosen: list[str] = field(default_factory=list)  # why this backend/artifact, one reason a line
     rejected: list[str] = field(default_factory=list)  # each other candidate and why not
+    quants: list[str] = field(default_factory=list)  # the model's usable artifacts (F4 offers them)
+    n_ctx_max: int | None = None  # the model's training context (the most --ctx can give)
 
     def close(self) -> None:
         """Free the model now (two 9B models do not fit in an Orin's memory at once)."""
@@ -127,6 +129,9 @@ def describe(model: Model, spec: ModelSpec) -> LoadedModel:
         n_ctx=model.n_ctx,
         chosen=chosen,
         rejected=rejected,
+        quants=list(dict.fromkeys(a.quant for a in model.source.usable())),
+        n_ctx_max=min((a.shape.n_ctx_train for a in model.source.usable() if a.shape), default=None)
+        or None,
     )
 
 

@@ -409,9 +409,7 @@ class ChatScreen(Screen[None]):
         view.finish()
         self._follow()
         if fin.reason == "context_full":
-            self.notify(
-                m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning"
-            )
+            self.notify(self._context_full_note(), severity="warning", timeout=8)
         elif fin.reason == "cancelled":
             view.mark(m("chat.stopped"))
             self.notify(m("note.stopped"))
@@ -443,7 +441,7 @@ class ChatScreen(Screen[None]):
         self.generating = False
         self.show_stats(self._with_state("idle"))
         if message.context_full:
-            self.notify(message.error, severity="warning", timeout=8)
+            self.notify(self._context_full_note(), severity="warning", timeout=8)
             if message.view.is_attached:
                 message.view.remove()
         else:
@@ -455,6 +453,15 @@ class ChatScreen(Screen[None]):
         self.notify(self.chat_app.msgs("note.failed", error=error), severity="error", timeout=8)
         if view.is_attached:
             view.remove()
+
+    def _context_full_note(self) -> str:
+        """What to do when the context is full: a larger one only while the model has one."""
+        m, loaded = self.chat_app.msgs, self.chat_app.loaded
+        n_ctx = (loaded.n_ctx if loaded else None) or self.stats.n_ctx
+        top = loaded.n_ctx_max if loaded else None
+        if n_ctx and top and n_ctx < top:
+            return m("note.context_full", n_ctx=n_ctx, max=top)
+        return m("note.context_full_max", n_ctx=n_ctx or "?")
 
     def _with_state(self, state: Any) -> LiveStats:
         return dataclasses.replace(self.stats, state=state)
