@@ -404,13 +404,23 @@ async def test_demo_model_by_default_and_why_this_backend(
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         loaded = app.loaded
-        assert loaded is not None and loaded.n_ctx == 256  # the demo's trained context
+        from amalia_edge.runtime import default_n_ctx, resolve_model
+
+        # 2048, or the demo's trained context when shorter (read from the model, not assumed)
+        assert loaded is not None and loaded.n_ctx == default_n_ctx(resolve_model(demo_artifacts))
         assert loaded.chosen[0].startswith(f"llama.cpp · gguf {loaded.quant}")
-        assert len(loaded.rejected) >= 2  # the other quant types, each with a reason
+        why = model_mod.explain_selection(loaded.selection, app.msgs)
+        assert len(why.alternatives) + len(why.rejected) >= 2  # the other quant types
         await pilot.press("f5")
         await pilot.pause()
         shown = " ".join(str(w.render()) for w in app.screen.query("Static"))
         assert loaded.quant is not None and loaded.quant in shown
+        for english in ("fits", "available", "estimate", "asked", "Rejected"):
+            assert english not in shown, english  # the pt-PT interface stays Portuguese
+        if why.alternatives:  # usable quant types are not listed as rejected
+            assert app.msgs("why.alternatives") in " ".join(
+                str(w.render()) for w in app.screen.query("Label")
+            )
         await pilot.press("escape")
         await send(app, pilot, "Olá! Fala-me de Lisboa.")
         await settle(app, pilot)

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual import events
 from textual.geometry import Region
 from textual.widgets import Footer
@@ -19,6 +20,7 @@ from amalia_edge.tui.history import HistoryStore
 from amalia_edge.tui.settings import ModelSpec
 from amalia_edge.tui.stats import LiveStats
 from amalia_edge.tui.widgets.stats import StatsTable
+from tests.plugins.models import HAVE_LLAMA_CPP
 from tests.test_tui_app import RecordingApp, aio, saved, send, views
 from tests.test_tui_snapshots import ScriptedModel, scripted_loader, settle
 
@@ -309,3 +311,29 @@ async def test_context_full_advice_depends_on_the_models_maximum(tmp_path: Path)
                 assert "F4" in note and str(n_ctx_max) in note
             else:
                 assert "máximo deste modelo" in note and "F4" not in note
+
+
+@pytest.mark.skipif(not HAVE_LLAMA_CPP, reason="llama-cpp-python is not installed")
+@aio
+async def test_why_screen_is_portuguese_and_keeps_usable_quants_apart(
+    tmp_path: Path, tiny_artifacts: Path
+) -> None:
+    """F5 on a real selection (the tiny model's artifacts directory, several quant types)."""
+    from tests.test_tui_app import make_app
+
+    app = make_app(tmp_path, tiny_artifacts, n_ctx=256)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f5")
+        await pilot.pause()
+        statics = " ".join(str(w.render()) for w in app.screen.query("Static"))
+        labels = [str(w.render()) for w in app.screen.query("Label")]
+        assert "cabe na memória" in statics
+        for english in ("fits", "available", "estimate", "asked", "bytes", "load"):
+            assert english not in statics, english
+        assert app.msgs("why.alternatives") in labels  # F16, Q8_0...: usable, not rejected
+        chosen = app.loaded.quant  # type: ignore[union-attr]
+        rejected_part = statics.split("✗", 1)[-1] if "✗" in statics else ""
+        for quant in ("F16", "Q8_0"):
+            if quant != chosen:
+                assert f"gguf {quant}" not in rejected_part, quant

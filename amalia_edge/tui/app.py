@@ -318,7 +318,14 @@ class ChatApp(App[None]):
         self.push_screen(ModelScreen(self.msgs, self.spec, quants), done)
 
     def action_show_why(self) -> None:
-        chosen, rejected = (self.loaded.chosen, self.loaded.rejected) if self.loaded else ([], [])
+        from amalia_edge.tui.model import explain_selection
+
+        loaded = self.loaded
+        if loaded is not None and loaded.selection is not None:
+            why = explain_selection(loaded.selection, self.msgs)
+            self.push_screen(WhyScreen(self.msgs, why.chosen, why.rejected, why.alternatives))
+            return
+        chosen, rejected = (loaded.chosen, loaded.rejected) if loaded else ([], [])
         self.push_screen(WhyScreen(self.msgs, chosen, rejected))
 
     def action_export(self) -> None:

@@ -189,6 +189,46 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "why.title": ("Porquê este motor?", "Why this backend?"),
     "why.chosen": ("Escolhido", "Chosen"),
     "why.rejected": ("Rejeitados", "Rejected"),
+    "why.alternatives": ("Também possíveis", "Could also run"),
+    "why.fits": (
+        "cabe na memória: {need} de {avail} disponíveis",
+        "fits: {need} of {avail} available",
+    ),
+    "why.needs": (
+        "precisa de {need} (memória disponível desconhecida)",
+        "needs {need} (available memory unknown)",
+    ),
+    "why.estimated": ("cerca de {tps} tok/s (estimativa)", "about {tps} tok/s (estimate)"),
+    "why.measured": ("{tps} tok/s (medido)", "{tps} tok/s (measured)"),
+    "why.kld": ("KLD {kld} face ao modelo sem quantização", "KLD {kld} vs the unquantized model"),
+    "why.bpw": ("{bpw} bits por peso", "{bpw} bits per weight"),
+    "why.failed": ("falhou ao carregar", "failed to load"),
+    "why.backend_missing": (
+        "{backend}: motor indisponível neste dispositivo",
+        "{backend}: not available on this device",
+    ),
+    "why.rejected.backend": (
+        "motor indisponível neste dispositivo",
+        "backend not available on this device",
+    ),
+    "why.rejected.artifact": ("ficheiro inutilizável", "unusable file"),
+    "why.rejected.quant": (
+        "não é a quantização pedida ({wanted})",
+        "not the quant type asked for ({wanted})",
+    ),
+    "why.rejected.backend_filter": (
+        "não é o motor pedido ({wanted})",
+        "not the backend asked for ({wanted})",
+    ),
+    "why.rejected.ctx": (
+        "o modelo aceita até {wanted} tokens; pedidos {n_ctx}",
+        "the model takes up to {wanted} tokens; {n_ctx} asked",
+    ),
+    "why.rejected.memory": (
+        "precisa de {need}, há {avail} disponíveis",
+        "needs {need}, {avail} available",
+    ),
+    "why.rejected.other": ("não pode correr aqui", "cannot run here"),
     "why.none": ("Nenhum modelo carregado.", "No model loaded."),
     # markdown export (history.py)
     "export.title": ("Conversa", "Conversation"),
