@@ -337,3 +337,20 @@ async def test_why_screen_is_portuguese_and_keeps_usable_quants_apart(
         for quant in ("F16", "Q8_0"):
             if quant != chosen:
                 assert f"gguf {quant}" not in rejected_part, quant
+
+
+@aio
+async def test_help_lists_every_key_including_page_keys(tmp_path: Path) -> None:
+    from amalia_edge.tui.keys import KEYS
+
+    app = make(tmp_path)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+        table = app.screen.query_one("#help-keys")
+        text = "\n".join(widget_lines(table))
+        for name in ("PageUp", "PageDown", "Ctrl+J", "Shift+Enter", "Ctrl+C", "F7", "Ctrl+Q"):
+            assert name in text, name
+        for key in KEYS:  # (long descriptions wrap: their start is enough)
+            assert app.msgs(key.label)[:14] in text, key.label
