@@ -82,6 +82,8 @@ class ProgressBar:
         self._total = 0
 
     def __call__(self, done: int, total: int, name: str) -> None:
+        if done >= total and total < self._total:
+            done = total = self._total  # a final "done" (1/1) after counted steps: n/n
         self._total = max(self._total, total)
         if not self.tty:
             return
@@ -95,12 +97,19 @@ class ProgressBar:
         self.stream.write(f"\r{self.label:<14} [{bar}] {done:>4}/{total:<4} {name[:40]:<40}")
         self.stream.flush()
 
-    def close(self, note: str = "") -> None:
+    @property
+    def total(self) -> int:
+        """Steps seen so far (0: the callback was never called)."""
+        return self._total
+
+    def close(self, note: str = "", *, reused: bool = False) -> None:
         if not self.enabled:
             return
         elapsed = time.monotonic() - self.start
         note = f" {note}" if note else ""
         line = f"{self.label:<14} {self._total} {self.unit}, {elapsed:.1f} s{note}"
+        if reused:
+            line = f"{self.label:<14} reused{note}"
         self.stream.write(("\r" + line + " " * 30 + "\n") if self.tty else line + "\n")
         self.stream.flush()
 
@@ -227,7 +236,8 @@ def _auto_imatrix(
             ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
         )
     )
-    bar.close(f"→ {path.name}")
+    # No progress at all: ensure_imatrix found a matching file and computed nothing.
+    bar.close(f"→ {path.name}" if bar.total else path.name, reused=not bar.total)
     load_imatrix(path)
     return path
 
