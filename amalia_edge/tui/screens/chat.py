@@ -97,6 +97,7 @@ class ChatScreen(Screen[None]):
         self._panel: StatsPanel | None = None
         self._stats_shown_at = 0.0
         self._messages: MessageList | None = None
+        self._told_dropped: Conversation | None = None  # the chat already told of dropping
         for key in KEYS:
             if key.action in NOT_SCREEN_BINDINGS:
                 continue
@@ -340,7 +341,7 @@ class ChatScreen(Screen[None]):
                     # The prompt's figures (PromptProcessed) go with the first token, which
                     # follows at once: a separate update would cost the decode a repaint.
                     flush()
-                    self._tell_dropped(loaded)
+                    self._tell_dropped(loaded, view)
                 elif isinstance(event, Finished):
                     finished = event
         except ContextOverflowError as exc:
@@ -356,11 +357,15 @@ class ChatScreen(Screen[None]):
             return
         self.post_message(ResponseComplete(view, finished, tracker.stats))
 
-    def _tell_dropped(self, loaded: LoadedModel) -> None:
-        # The runtime drops the oldest turns when the chat outgrows the context; say so.
+    def _tell_dropped(self, loaded: LoadedModel, view: MessageView) -> None:
+        # The runtime drops the oldest turns when the chat outgrows the context; say so, once
+        # per conversation (from then on every turn drops some: a toast each turn piled up
+        # over the chat).
         fit = getattr(loaded.model, "last_fit", None)
         dropped = getattr(fit, "dropped", 0)
-        if isinstance(dropped, int) and dropped > 0:
+        conv = view.conversation
+        if isinstance(dropped, int) and dropped > 0 and conv is not self._told_dropped:
+            self._told_dropped = conv
             note = self.chat_app.msgs("note.dropped", n=dropped, n_ctx=loaded.n_ctx or "?")
             self.chat_app.call_from_thread(self.notify, note, severity="warning")
 
