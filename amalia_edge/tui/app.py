@@ -29,7 +29,7 @@ from textual.screen import Screen
 
 from amalia_edge.errors import AmaliaEdgeError
 from amalia_edge.tui import model as model_mod
-from amalia_edge.tui.history import HistoryStore
+from amalia_edge.tui.history import ChatMessage, Conversation, HistoryStore
 from amalia_edge.tui.i18n import DEFAULT_LANG, Messages
 from amalia_edge.tui.model import LoadedModel, Loader
 from amalia_edge.tui.screens.chat import ChatScreen
@@ -259,6 +259,20 @@ class ChatApp(App[None]):
         )
 
     # -- conversation -------------------------------------------------------------------------
+
+    def record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
+        """Append and save ``message`` (a reply goes to the conversation it was asked in)."""
+        try:
+            (conversation or self.conversation).append(message)
+        except AmaliaEdgeError as exc:
+            # The chat goes on in memory; the person is told the disk refused it.
+            self.notify(self.msgs("note.history_failed", error=exc), severity="error")
+
+    def truncate(self, keep: int) -> None:
+        try:
+            self.conversation.truncate(keep)
+        except AmaliaEdgeError as exc:
+            self.notify(self.msgs("note.history_failed", error=exc), severity="error")
 
     def new_conversation(self) -> None:
         self.conversation = self.store.new(system=self.settings.system, model=self.spec.label)

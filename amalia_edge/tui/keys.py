@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Key:
     keys: str  # Textual key names, comma-separated
-    action: str  # ChatScreen action (without the "action_" prefix)
+    action: str  # ChatScreen action, or "app.<action>" for the app's (screens, export, quit)
     label: str  # i18n key of its description (the help screen)
     show: bool = True  # in the footer (all are in the help screen)
     priority: bool = False
@@ -36,12 +36,12 @@ KEYS: tuple[Key, ...] = (
     Key("ctrl+n", "new_chat", "key.new", priority=True, footer="key.new.short"),
     Key("pageup", "scroll_up", "key.page_up", show=False, priority=True),
     Key("pagedown", "scroll_down", "key.page_down", show=False, priority=True),
-    Key("f1", "help", "key.help", priority=True),
-    Key("f2", "settings", "key.settings", priority=True),
-    Key("f3", "history", "key.history", priority=True),
-    Key("f4", "switch_model", "key.model", priority=True),
-    Key("f5", "why", "key.why", priority=True),
-    Key("f6", "export", "key.export", priority=True),
+    Key("f1", "app.show_help", "key.help", priority=True),
+    Key("f2", "app.show_settings", "key.settings", priority=True),
+    Key("f3", "app.show_history", "key.history", priority=True),
+    Key("f4", "app.show_model", "key.model", priority=True),
+    Key("f5", "app.show_why", "key.why", priority=True),
+    Key("f6", "app.export", "key.export", priority=True),
     Key("f7", "copy_reply", "key.copy", priority=True, footer="key.copy.short"),
     Key("ctrl+q", "app.quit", "key.quit", priority=True),
 )

@@ -67,24 +67,18 @@ Loader = Callable[[ModelSpec], LoadedModel]
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` with the runtime (slow: call it from a worker thread)."""
-    from amalia_edge.runtime.artifacts import resolve_model as runtime_source
-    from amalia_edge.runtime.backend import LoadOptions
-    from amalia_edge.runtime.model import load_model
+    from amalia_edge.runtime import LoadOptions, load_model
 
-    source = runtime_source(resolve_model(spec.model))
-    n_ctx = spec.n_ctx or default_context(source.usable())
+    # n_ctx None: the runtime's default context (2048, or the model's trained one if shorter)
     options = LoadOptions(n_threads=spec.threads or default_threads())
-    model = load_model(source, backend=spec.backend, quant=spec.quant, n_ctx=n_ctx, options=options)
+    model = load_model(
+        resolve_model(spec.model),
+        backend=spec.backend,
+        quant=spec.quant,
+        n_ctx=spec.n_ctx,
+        options=options,
+    )
     return describe(model, spec)
-
-
-DEFAULT_CTX = 2048  # tokens, when neither --ctx nor a smaller trained context says otherwise
-
-
-def default_context(artifacts: Sequence[Any]) -> int:
-    """:data:`DEFAULT_CTX`, or less when the model was trained on a shorter context."""
-    trained = [a.shape.n_ctx_train for a in artifacts if a.shape and a.shape.n_ctx_train]
-    return min([DEFAULT_CTX, *trained])
 
 
 def resolve_model(model: str | None) -> str | Path:

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -31,7 +31,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import get_current_worker
 
-from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
+from amalia_edge.errors import ContextOverflowError
 from amalia_edge.runtime.events import Finished, Started, TokenEvent
 from amalia_edge.tui.history import ChatMessage, Conversation
 from amalia_edge.tui.keys import KEYS, NOT_SCREEN_BINDINGS
@@ -43,7 +43,7 @@ from amalia_edge.tui.widgets.prompt import PromptInput
 from amalia_edge.tui.widgets.stats import StatsPanel
 
 if TYPE_CHECKING:
-    from amalia_edge.tui.app import ChatApp
+    from amalia_edge.tui.state import ChatHost
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,9 @@ class ChatScreen(Screen[None]):
             )
 
     @property
-    def chat_app(self) -> ChatApp:
-        return self.app  # type: ignore[return-value]
+    def chat_app(self) -> ChatHost:
+        """The app, which owns the conversation, the model and the settings."""
+        return cast("ChatHost", self.app)
 
     def compose(self) -> ComposeResult:
         m = self.chat_app.msgs
@@ -205,24 +206,6 @@ class ChatScreen(Screen[None]):
         self.chat_app.new_conversation()
         self.notify(self.chat_app.msgs("note.new_chat"))
 
-    def action_help(self) -> None:
-        self.chat_app.action_show_help()
-
-    def action_settings(self) -> None:
-        self.chat_app.action_show_settings()
-
-    def action_history(self) -> None:
-        self.chat_app.action_show_history()
-
-    def action_switch_model(self) -> None:
-        self.chat_app.action_show_model()
-
-    def action_why(self) -> None:
-        self.chat_app.action_show_why()
-
-    def action_export(self) -> None:
-        self.chat_app.action_export()
-
     def action_scroll_up(self) -> None:
         # Scrolling releases the list's anchor: the reply stops pulling the view down until
         # the person scrolls back to the bottom (Textual's anchor, see MessageList).
@@ -262,17 +245,10 @@ class ChatScreen(Screen[None]):
         return self.message_list.add(role, label, content, streaming=streaming)
 
     def _record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
-        try:
-            (conversation or self.chat_app.conversation).append(message)
-        except AmaliaEdgeError as exc:
-            # The chat goes on in memory; the person is told the disk refused it.
-            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+        self.chat_app.record(message, conversation)
 
     def _truncate(self, keep: int) -> None:
-        try:
-            self.chat_app.conversation.truncate(keep)
-        except AmaliaEdgeError as exc:
-            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+        self.chat_app.truncate(keep)
         self.message_list.remove_from(keep)
 
     async def _start_reply(self) -> None:
