@@ -70,7 +70,7 @@ def test_chat_in_tmux(tmp_path: Path, tiny_gguf: dict[str, Path], tmux_session: 
             "TERM=xterm-256color",
             shlex.quote(sys.executable),
             "-m amalia_edge chat",
-            shlex.quote(str(tiny_gguf["Q8_0"])),
+            shlex.quote(str(tiny_gguf["F16"])),
             "--lang en --ctx 512 --temperature 0 --max-tokens 24 --threads 1",
             f"; echo EXITED $? > {shlex.quote(str(tmp_path / 'exit'))}; sleep 30",
         ]

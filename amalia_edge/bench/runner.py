@@ -219,6 +219,7 @@ class BenchResult:
     errors: list[str] = field(default_factory=list)  # one line per combination that failed
     interrupted: bool = False
     sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. default tests fitted to the context
 
 
 @dataclass
@@ -371,7 +372,6 @@ class Runner:
                 self.notes.append(
                     f"default test {was} fitted to the model's {limit}-token context: {now}"
                 )
-                self.progress(self.notes[-1])
                 self.tests = list(dict.fromkeys(fitted))
         check_fits(self.tests, limit, model_ctx, ctx_asked=bool(cfg.n_ctx))
 
@@ -389,6 +389,7 @@ class Runner:
         cfg = self.config
         res = BenchResult()
         self.fit()  # a test that cannot fit fails now, before any measurement
+        res.notes = self.notes
         load = self._loader()  # fails now (no MODEL) rather than after the bandwidth test
         device = self._probe()
         self.progress("measuring memory bandwidth" if cfg.measure_bandwidth else "")

@@ -215,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(config, progress=progress)
     finally:
         progress.done()
+    if not getattr(args, "quiet", False):
+        for note in result.notes:
+            print(f"amalia-edge: note: {note}", file=sys.stderr)
     for err in result.errors:
         print(f"amalia-edge: error: {err}", file=sys.stderr)
     if result.records:
