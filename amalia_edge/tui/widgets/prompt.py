@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 NEWLINE_KEYS = ("shift+enter", "ctrl+j")
+CHAT_KEYS = ("f6", "f7", "pageup", "pagedown")
 
 
 class PromptInput(TextArea):
@@ -38,6 +39,10 @@ class PromptInput(TextArea):
             tab_behavior="focus",
             compact=True,
         )
+        # TextArea's own F6/F7 (select line / all) and page keys belong to the chat here
+        # (ChatScreen binds them); dropped so the footer lists the keys in the table's order.
+        for key in CHAT_KEYS:
+            self._bindings.key_to_bindings.pop(key, None)
 
     @property
     def value(self) -> str:
