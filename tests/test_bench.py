@@ -442,6 +442,35 @@ def test_bench_on_a_fake_agx_orin_reports_rails_and_conditions(fake_sysfs):
 
 
 # -- chart -------------------------------------------------------------------------------------
+def test_chart_of_one_quant_with_long_names_keeps_every_text_inside() -> None:
+    """`bench CACHE_DIR --quant F16 --plot` on this VM: a long path, a long CPU name."""
+    from amalia_edge.bench.plots import build_figure
+
+    recs = [
+        BenchRecord(test=t, backend="llama.cpp", quant="F16", avg_ts=v, stddev_ts=30.0,
+                    model_filename="/root/.cache/amalia-edge/demo-f89dee54417c/demo-F16.gguf",
+                    cpu_info="Intel(R) Xeon(R) Processor @ 2.10GHz with a very long name",
+                    test_time="2026-12-04T14:00:00+00:00", model_type="llama 5.2M F16",
+                    repetitions=2, warmup=1, amalia_edge_version="0.1.0", git_commit="cdeb165")
+        for t, v in (("pp128", 8069.0), ("tg128", 1353.0))
+    ]  # fmt: skip
+    fig = build_figure(recs, model="/root/.cache/amalia-edge/demo-f89dee54417c")
+    _assert_all_text_inside(fig)
+    assert fig.get_suptitle().startswith("demo-f89dee54417c (llama 5.2M) on Intel(R) Xeon(R)")
+
+
+def _assert_all_text_inside(fig: Any) -> None:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text().strip()]
+    assert texts
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, t.get_text()
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, t.get_text()
+
+
 @pytest.mark.parametrize("power", [False, True])
 def test_chart_labels_aligned_nothing_clipped_title_says_what(power: bool) -> None:
     """Every text is inside the PNG, tick labels sit under their bar groups, and the title
@@ -460,15 +489,7 @@ def test_chart_labels_aligned_nothing_clipped_title_says_what(power: bool) -> No
                                 test_time="2026-12-04T14:00:00+00:00")
                 )  # fmt: skip
     fig = build_figure(recs, model="art")
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    box = fig.bbox
-    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text().strip()]
-    assert texts
-    for t in texts:
-        ext = t.get_window_extent(renderer)
-        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, t.get_text()
-        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, t.get_text()
+    _assert_all_text_inside(fig)
     title = fig.get_suptitle()
     assert "art" in title and "Test CPU 9000" in title and "2026-12-04" in title
     assert len(fig.axes) == 2 * (2 if power else 1)

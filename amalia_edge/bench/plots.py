@@ -34,7 +34,9 @@ def model_label(rec: BenchRecord, model: str | None = None) -> str:
     """``model`` (what the user passed) or the file's stem, plus size and architecture."""
     import pathlib
 
-    name = model or pathlib.Path(rec.model_filename).stem or "model"
+    # The name a person gave, without its folders (a cache path would fill the title).
+    name = pathlib.Path(model).name if model else pathlib.Path(rec.model_filename).stem
+    name = name or "model"
     kind = " ".join(w for w in rec.model_type.split() if w != rec.quant)
     return f"{name} ({kind})" if kind else name
 
@@ -79,7 +81,7 @@ def build_figure(
     backends = list(dict.fromkeys(r.backend for r in records))
     power = any(r.joules_per_token is not None for r in records)
     metrics = [("avg_ts", "tokens/s")] + ([("joules_per_token", "J/token")] if power else [])
-    width_in = max(6.0, 1.3 * len(quants) * max(1, len(backends)) + 2.5) * len(metrics)
+    width_in = max(8.0, (1.3 * len(quants) * max(1, len(backends)) + 2.5) * len(metrics))
     fig, axes = plt.subplots(
         len(tests),
         len(metrics),
@@ -140,8 +142,9 @@ def build_figure(
             ax.set_axisbelow(True)
             if len(backends) > 1 and row == 0 and col == 0:
                 ax.legend(fontsize="small", title="backend", title_fontsize="small")
-    fig.suptitle(title or chart_title(records, model), fontsize=12)
-    fig.supxlabel(_footnote(records, power), fontsize=8, color="0.35")
+    # wrap=True: matplotlib breaks a line that would leave the figure (a long model or CPU name)
+    fig.suptitle(title or chart_title(records, model), fontsize=12, wrap=True)
+    fig.supxlabel(_footnote(records, power), fontsize=8, color="0.35", wrap=True)
     return fig
 
 
