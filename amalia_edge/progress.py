@@ -45,6 +45,8 @@ class Progress:
 
     def __call__(self, done: int, total: int, name: str = "") -> None:
         """Counted progress: ``done`` of ``total`` (0: unknown), now on ``name``."""
+        if done >= total and total < self._total:
+            done = total = self._total  # a final "done" (1/1) after counted steps reads n/n
         self._total = max(self._total, total)
         if not self.tty:
             return
@@ -70,12 +72,20 @@ class Progress:
             self._bar.close()
             self._bar = None
 
-    def close(self, note: str = "") -> None:
-        """Remove the live line and print ``label N unit, T s note``."""
+    @property
+    def total(self) -> int:
+        """Steps seen so far (0: the bar was never advanced)."""
+        return self._total
+
+    def close(self, note: str = "", *, reused: bool = False) -> None:
+        """Remove the live line and print ``label N unit, T s note`` (``label reused note``)."""
         self.clear()
         if not self.enabled:
             return
         elapsed = time.monotonic() - self.start
         note = f" {note}" if note else ""
-        self.stream.write(f"{self.label:<14} {self._total} {self.unit}, {elapsed:.1f} s{note}\n")
+        line = f"{self.label:<14} {self._total} {self.unit}, {elapsed:.1f} s{note}"
+        if reused:
+            line = f"{self.label:<14} reused{note}"
+        self.stream.write(line + "\n")
         self.stream.flush()

@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", default=None, help="existing artifacts dir (skip conversion)")
     ap.add_argument("--types", default="F16,Q8_0,Q4_K_M", help="GGUF quant types")
     ap.add_argument("--backend", default="llama.cpp", help="comma list of backends")
-    ap.add_argument("-p", "--n-prompt", type=int, default=128)  # demo trained on 256
-    ap.add_argument("-n", "--n-gen", type=int, default=64)
+    # Default: bench's pp512 / tg128, shrunk to the demo's trained context when it is shorter.
+    ap.add_argument("-p", "--n-prompt", type=int, default=None)
+    ap.add_argument("-n", "--n-gen", type=int, default=None)
     ap.add_argument("--pg", default="pp64+tg32", help="combined test for TTFT/ITL ('' to skip)")
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--interval", type=float, default=0.1)
@@ -53,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     from amalia_edge.artifacts.atomic import atomic_write_text
     from amalia_edge.bench.plots import plot_records
     from amalia_edge.bench.printers import to_json, to_markdown
-    from amalia_edge.bench.runner import BenchConfig, make_tests, run_bench
+    from amalia_edge.bench.runner import (
+        DEFAULT_N_GEN,
+        DEFAULT_N_PROMPT,
+        BenchConfig,
+        TestSpec,
+        make_tests,
+        run_bench,
+    )
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     with tempfile.TemporaryDirectory(prefix="amalia-demo-bench-") as tmp:
@@ -63,9 +71,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"converting the demo model to {', '.join(types)} ...", file=sys.stderr)
             quantize(None, artifacts, types, imatrix="none", progress=False)
+        n_prompt = DEFAULT_N_PROMPT if args.n_prompt is None else args.n_prompt
+        n_gen = DEFAULT_N_GEN if args.n_gen is None else args.n_gen
+        defaults = [TestSpec(n_prompt, 0)] * (args.n_prompt is None)
+        defaults += [TestSpec(0, n_gen)] * (args.n_gen is None)
         cfg = BenchConfig(
             model=str(artifacts),
-            tests=make_tests([args.n_prompt], [args.n_gen], [args.pg] if args.pg else []),
+            tests=make_tests([n_prompt], [n_gen], [args.pg] if args.pg else []),
+            default_tests=defaults,
             repetitions=args.repetitions,
             backends=[b.strip() for b in args.backend.split(",") if b.strip()],
             quants=types,
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(result.records)
     atomic_write_text(out / "demo_bench.md", md)
     atomic_write_text(out / "demo_bench.json", to_json(result.records))
-    plot_records(result.records, out / "demo_bench.png", title="amalia-edge demo model")
+    plot_records(result.records, out / "demo_bench.png", model="amalia-edge demo model")
     _readable(*(out / f"demo_bench.{ext}" for ext in ("md", "json", "png")))
     print(md)
     print(f"wrote {out / 'demo_bench.md'}, .json, .png", file=sys.stderr)

@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,9 @@ from amalia_edge.bench.runner import (
     percentile,
     run_bench,
 )
+from amalia_edge.device import DeviceInfo
 from amalia_edge.errors import BackendError, BenchError
+from amalia_edge.runtime.artifacts import Artifact
 from amalia_edge.runtime.events import Event, Finished, PromptProcessed, Started, TokenEvent
 from amalia_edge.telemetry import Monitor
 from amalia_edge.telemetry.system import SystemSampler
@@ -34,9 +37,14 @@ from tests.plugins.telemetry import KnownPowerSampler
 
 
 class ScriptedModel:
-    """Yields Started, PromptProcessed, TokenEvent..., Finished with known per-token delays."""
+    """Yields Started, PromptProcessed, TokenEvent..., Finished with known per-token delays.
 
-    backend_name = "scripted"
+    It has the attributes of :class:`amalia_edge.runtime.Model` the runner reads (a llama.cpp
+    GGUF artifact, so bytes per token follow that backend's rule); it is its own session.
+    """
+
+    backend_name = "llama.cpp"
+    n_ctx = 1024
 
     def __init__(self, prefill_per_token: float = 0.00002, itl: float = 0.002) -> None:
         self.prefill_per_token = prefill_per_token
@@ -44,7 +52,11 @@ class ScriptedModel:
         self.calls: list[tuple[list[int], int]] = []
         self.interrupt_on_call: int | None = None
         self.closed = False
-        self.artifact = None
+        self.artifact = Artifact("gguf", "TEST", Path("scripted.gguf"), size=1_000_000)
+
+    @property
+    def session(self) -> ScriptedModel:
+        return self
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
         return [hash(w) % 1000 for w in text.split()]
@@ -114,12 +126,14 @@ def _run(
     return res, loads
 
 
-class _Dev:
-    memory_bandwidth = 204.8e9
-    memory_bandwidth_source = "board table"
-    board = None
-    cpu_model = "test cpu"
-    gpus: tuple[Any, ...] = ()
+def _Dev() -> DeviceInfo:
+    return DeviceInfo(
+        is_jetson=False,
+        arch="x86_64",
+        cpu_model="test cpu",
+        memory_bandwidth=int(204.8e9),
+        memory_bandwidth_source="board table",
+    )
 
 
 # -- test names and counts ---------------------------------------------------------------------
@@ -425,3 +439,99 @@ def test_bench_on_a_fake_agx_orin_reports_rails_and_conditions(fake_sysfs):
     assert "CV0-therm" not in rec.temps_max_c
     assert rec.gpu_freq_min == 1_300_500_000 and rec.gpu_load_avg == pytest.approx(61.2)
     assert any(s.startswith("jetson_power: available") for s in rec.telemetry_sources)
+
+
+# -- chart -------------------------------------------------------------------------------------
+def test_chart_of_one_quant_with_long_names_keeps_every_text_inside() -> None:
+    """`bench CACHE_DIR --quant F16 --plot` on this VM: a long path, a long CPU name."""
+    from amalia_edge.bench.plots import build_figure
+
+    recs = [
+        BenchRecord(test=t, backend="llama.cpp", quant="F16", avg_ts=v, stddev_ts=30.0,
+                    model_filename="/root/.cache/amalia-edge/demo-f89dee54417c/demo-F16.gguf",
+                    cpu_info="Intel(R) Xeon(R) Processor @ 2.10GHz with a very long name",
+                    test_time="2026-12-04T14:00:00+00:00", model_type="llama 5.2M F16",
+                    repetitions=2, warmup=1, amalia_edge_version="0.1.0", git_commit="cdeb165")
+        for t, v in (("pp128", 8069.0), ("tg128", 1353.0))
+    ]  # fmt: skip
+    fig = build_figure(recs, model="/root/.cache/amalia-edge/demo-f89dee54417c")
+    _assert_all_text_inside(fig)
+    assert fig.get_suptitle().startswith("demo-f89dee54417c (llama 5.2M) on Intel(R) Xeon(R)")
+
+
+def _assert_all_text_inside(fig: Any) -> None:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text().strip()]
+    assert texts
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, t.get_text()
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, t.get_text()
+
+
+@pytest.mark.parametrize("power", [False, True])
+def test_chart_labels_aligned_nothing_clipped_title_says_what(power: bool) -> None:
+    """Every text is inside the PNG, tick labels sit under their bar groups, and the title
+    names the model, the device and the date (the README's `bench --plot`)."""
+    from amalia_edge.bench.plots import build_figure
+
+    recs = []
+    for backend in ("llama.cpp", "onnxruntime"):
+        for quant, ts in (("F16", 180.0), ("Q8_0", 260.0), ("Q4_K_M", 330.0)):
+            for test in ("pp512", "tg128"):
+                recs.append(
+                    BenchRecord(test=test, backend=backend, quant=quant,
+                                model_filename=f"art/demo-{quant}.gguf", avg_ts=ts, stddev_ts=3.0,
+                                joules_per_token=0.02 if power else None,
+                                model_type=f"llama 5M {quant}", cpu_info="Test CPU 9000",
+                                test_time="2026-12-04T14:00:00+00:00")
+                )  # fmt: skip
+    fig = build_figure(recs, model="art")
+    _assert_all_text_inside(fig)
+    title = fig.get_suptitle()
+    assert "art" in title and "Test CPU 9000" in title and "2026-12-04" in title
+    assert len(fig.axes) == 2 * (2 if power else 1)
+    for ax in fig.axes:
+        labels = [lbl.get_text() for lbl in ax.get_xticklabels()]
+        assert labels == ["F16", "Q8_0", "Q4_K_M"]
+        mids = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+        centres = [(a + b) / 2 for a, b in zip(mids[::2], mids[1::2], strict=True)]  # 2 backends
+        assert centres == pytest.approx(list(ax.get_xticks()))
+        lo, hi = ax.get_xlim()
+        assert all(lo <= p.get_x() and p.get_x() + p.get_width() <= hi for p in ax.patches)
+
+
+# -- measured bandwidth is remembered per device -----------------------------------------------
+def test_measured_bandwidth_is_remembered_for_doctor_and_selection(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench measures the bandwidth where the board table has none; doctor then shows it
+    (not "unknown until measured") and selection ranks with it instead of its 25 GB/s."""
+    from amalia_edge.bench.bandwidth import memory_bandwidth
+    from amalia_edge.cli import main
+    from amalia_edge.device import probe
+    from amalia_edge.runtime.selection import DEFAULT_BANDWIDTH, device_bandwidth
+
+    monkeypatch.setenv("AMALIA_EDGE_CACHE_DIR", str(tmp_path))
+    before = probe()
+    if before.memory_bandwidth:
+        pytest.skip("this machine is in the board table: nothing to measure")
+    assert device_bandwidth(probe()) == (DEFAULT_BANDWIDTH, "assumed default")
+    assert main(["doctor", "--json"]) in (0, 1)
+    dev = json.loads(capsys.readouterr().out)["device"]
+    assert dev["memory_bandwidth"] is None
+
+    bw, source = memory_bandwidth(probe(), measure=True)
+    assert bw and source and source.startswith("measured")
+
+    assert main(["doctor", "--json"]) in (0, 1)
+    dev = json.loads(capsys.readouterr().out)["device"]
+    assert dev["memory_bandwidth"] == int(bw)
+    assert dev["memory_bandwidth_source"].startswith("measured by amalia-edge bench on ")
+    assert not any("unknown until measured" in n for n in dev["notes"])
+    main(["doctor"])
+    assert f"{int(bw) / 1e9:.1f} GB/s (measured by amalia-edge bench" in capsys.readouterr().out
+    got, src = device_bandwidth(probe())
+    assert got == int(bw) and src.startswith("measured by amalia-edge bench")

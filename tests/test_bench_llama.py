@@ -160,3 +160,65 @@ def test_bench_matrix_llama_cpp_and_onnxruntime(tiny_checkpoint: Path, tmp_path:
     onnx = res.records[2]
     onnx_bytes = sum(p.stat().st_size for p in out.glob("model-fp32.onnx*"))
     assert onnx.model_size == onnx_bytes  # graph + external weights, not the graph alone
+
+
+@pytest.fixture(scope="module")
+def short_ctx_gguf(make_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real GGUF whose model was trained on a 128-token context."""
+    from amalia_edge.checkpoint import open_checkpoint
+    from amalia_edge.convert.gguf import write_gguf
+
+    ckpt = make_checkpoint(max_position_embeddings=128)
+    path = tmp_path_factory.mktemp("short-ctx") / "short-F16.gguf"
+    write_gguf(open_checkpoint(ckpt), path, "f16")
+    return path
+
+
+def test_bench_default_tests_fit_the_models_context(
+    short_ctx_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `bench MODEL` on a short-context model: the defaults shrink, and say so."""
+    from amalia_edge.bench.runner import DEFAULT_N_GEN, DEFAULT_N_PROMPT, TestSpec, fit_test
+    from amalia_edge.runtime import resolve_model
+
+    (art,) = resolve_model(short_ctx_gguf).usable()
+    ctx = art.shape.n_ctx_train  # type: ignore[union-attr]
+    want = [fit_test(TestSpec(DEFAULT_N_PROMPT, 0), ctx), fit_test(TestSpec(0, DEFAULT_N_GEN), ctx)]
+    argv = ["bench", str(short_ctx_gguf), "-r", "1", "--warmup", "0", "-t", "1",
+            "--no-bandwidth-test", "--interval", "0.05"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [f"| {t.name} |" in out for t in want] == [True, True], out
+    note = f"fitted to the model's {ctx}-token context: {want[0].name}, {want[1].name}"
+    assert note in err and note in out  # progress line and the table's footnote
+    assert main([*argv, "-o", "json"]) == 0
+    recs = load_records(capsys.readouterr().out)
+    assert [r.test for r in recs] == [t.name for t in want]
+    assert all(r.n_ctx <= ctx for r in recs)
+
+
+@pytest.mark.parametrize(
+    ("extra", "hint"),
+    [
+        (["-p", "{ctx}", "-n", "0"], "use -p {room} or less"),
+        (["-n", "{ctx}", "-p", "0"], "use -n {room_tg} or less"),
+        (["-p", "8", "-n", "0", "-pg", "{ctx},8"], "keep P + G at most {room}"),
+        (["-p", "{half}", "-n", "0", "--ctx", "32"], "use --ctx {half_need} or more"),
+    ],
+)
+def test_bench_own_counts_that_do_not_fit_get_one_right_hint(
+    short_ctx_gguf: Path, capsys: pytest.CaptureFixture[str], extra: list[str], hint: str
+) -> None:
+    from amalia_edge.runtime import resolve_model
+
+    (art,) = resolve_model(short_ctx_gguf).usable()
+    ctx = art.shape.n_ctx_train  # type: ignore[union-attr]
+    sub = {"ctx": ctx, "room": ctx - 2, "room_tg": ctx - 3, "half": ctx // 2,
+           "half_need": ctx // 2 + 2}  # fmt: skip
+    argv = ["bench", str(short_ctx_gguf), "-r", "1", "--no-bandwidth-test"]
+    rc = main([*argv, *(x.format(**sub) for x in extra)])
+    err = capsys.readouterr().err
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("amalia-edge: error: "), err
+    assert hint.format(**sub) in lines[0]

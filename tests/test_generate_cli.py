@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,22 @@ def test_generate_streams_and_json_record(
     for key in ("ttft_s", "prompt_s", "decode_tokens_per_s", "total_s", "load_s"):
         assert rec[key] is not None and rec[key] >= 0
     assert rec["sampling"]["temperature"] == 0.0
+
+
+@needs_llama
+def test_speed_line_on_stderr_unless_quiet(
+    capsys: pytest.CaptureFixture[str], tiny_gguf: dict[str, Path]
+) -> None:
+    base = ["generate", str(tiny_gguf["F16"]), "Olá", "--temperature", "0",
+            "--max-tokens", "6", "--threads", "1", "--ctx", "256"]  # fmt: skip
+    assert main(base) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        r"\d+\.\d tok/s, \d+ tokens, TTFT \d+ ms \(prompt \d+ tokens at \d+ tok/s\)", err[0]
+    ), err
+    for quiet in ([*base, "-q"], ["-q", *base]):
+        assert main(quiet) == 0
+        assert capsys.readouterr().err == ""
 
 
 @needs_llama

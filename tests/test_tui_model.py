@@ -21,12 +21,19 @@ def _artifact(kind: str, quant: str) -> Artifact:
     return Artifact(kind=kind, quant=quant, path=Path(f"/m/{quant}.{kind}"), size=1)
 
 
-def test_explain_selection_lists_chosen_rejected_and_missing_backends() -> None:
-    chosen = Candidate("llama.cpp", _artifact("gguf", "Q4_K_M"), "chosen", ["fits: 5.1 of 60 GiB"])
-    other = Candidate("llama.cpp", _artifact("gguf", "F16"), "ok", ["slower: 2.1 tok/s est."])
+def test_explain_selection_in_portuguese_with_usable_ones_apart() -> None:
+    from amalia_edge.runtime.backend import MemoryEstimate
+    from amalia_edge.tui.i18n import Messages
+
+    est = MemoryEstimate(weights=5 << 30, kv_cache=1 << 29, overhead=1 << 29)
+    chosen = Candidate("llama.cpp", _artifact("gguf", "Q4_K_M"), "chosen", ["fits"], est, 60 << 30)
+    chosen.est_tps = 21.04
+    other = Candidate("llama.cpp", _artifact("gguf", "F16"), "ok", ["slower"], est, 60 << 30)
     failed = Candidate("onnxruntime", _artifact("onnx", "int4"), "failed", ["load failed: boom"])
+    big = Candidate("llama.cpp", _artifact("gguf", "BF16"), "rejected", ["too big"], est, 4 << 30)
+    big.kind = "memory"
     sel = Selection(
-        candidates=[chosen, other, failed],
+        candidates=[chosen, other, failed, big],
         backends=[
             BackendStatus("llama.cpp", True, "installed"),
             BackendStatus("tensorrt", False, "no TensorRT", install_hint="run jetson/setup.sh"),
@@ -34,16 +41,23 @@ def test_explain_selection_lists_chosen_rejected_and_missing_backends() -> None:
         n_ctx=2048,
         bandwidth=204.8e9,
         bandwidth_source="board table",
-        notes=["power mode MAXN"],
     )
-    lines, rejected = model_mod.explain_selection(sel)
-    assert lines == ["llama.cpp · gguf Q4_K_M\n    fits: 5.1 of 60 GiB", "    power mode MAXN"]
-    assert rejected == [
-        "llama.cpp · gguf F16\n    slower: 2.1 tok/s est.",
-        "onnxruntime · onnx int4 [failed]\n    load failed: boom",
-        "tensorrt: no TensorRT (run jetson/setup.sh)",
+    why = model_mod.explain_selection(sel, Messages("pt"))
+    assert why.chosen == [
+        "llama.cpp · gguf Q4_K_M\n    cabe na memória: 6.00 GiB de 60.00 GiB disponíveis"
+        "\n    cerca de 21.0 tok/s (estimativa)"
     ]
-    assert model_mod.explain_selection(None) == ([], [])
+    assert why.alternatives == [
+        "llama.cpp · gguf F16\n    cabe na memória: 6.00 GiB de 60.00 GiB disponíveis"
+    ]
+    assert why.rejected == [
+        "onnxruntime · onnx int4\n    falhou ao carregar",
+        "llama.cpp · gguf BF16\n    precisa de 6.00 GiB, há 4.00 GiB disponíveis",
+        "tensorrt: motor indisponível neste dispositivo",
+    ]
+    english = model_mod.explain_selection(sel, Messages("en"))
+    assert english.rejected[-1] == "tensorrt: not available on this device"
+    assert model_mod.explain_selection(None, Messages("pt")) == model_mod.Explanation()
 
 
 def test_no_model_means_the_runtime_demo_model(

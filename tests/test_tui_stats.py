@@ -91,3 +91,38 @@ def test_formatting() -> None:
     assert fmt_bytes(1536 << 20) == "1.5 GiB" and fmt_bytes(10 << 20) == "10.0 MiB"
     assert fmt_context(100, 2048) == "100/2048 (5%)" and fmt_context(None, 2048) == "—"
     assert fmt_energy(0.5) == "0.50 J/tok"
+
+
+def test_prompt_speed_is_the_prefills_during_and_after_the_reply() -> None:
+    """With a cached prefix the backend evaluates 19 of 155 prompt tokens (measured on the
+    demo model, second turn); the panel shows 19 / seconds, not 155 / seconds at the end."""
+    tr = StatsTracker()
+    tr.feed(Started("llama.cpp", "m.gguf", 155, 1024, 10.0))
+    tr.feed(PromptProcessed(19, 0.0025, 10.0025))
+    tr.feed(TokenEvent("x", 1, 0, 10.003))
+    live = tr.stats.prompt_tps
+    assert live == pytest.approx(19 / 0.0025)
+    tr.feed(Finished("stop", "x", 155, 1, 10.0, 10.003, 10.003, 0.0025))
+    assert tr.stats.prompt_tps == pytest.approx(live)
+
+
+def test_new_reply_and_new_chat_clear_the_previous_numbers() -> None:
+    tr = StatsTracker()
+    for ev in _reply(5):
+        tr.feed(ev)
+    done = tr.stats
+    assert done.ttft is not None and done.ctx_used == 25
+    nxt = done.for_new_reply()
+    assert (nxt.ttft, nxt.prompt_tps, nxt.decode_tps, nxt.spark) == (None, None, None, ())
+    assert nxt.ctx_used == 25 and nxt.n_ctx == 512  # the context still holds the chat
+    assert done.for_new_chat().ctx_used is None
+
+
+def test_memory_is_the_models_share_of_what_is_available() -> None:
+    from amalia_edge.tui.stats import LiveStats, fmt_memory
+
+    s = LiveStats(rss=126 * 2**20, mem_used=1700 * 2**20, mem_total=2000 * 2**20)
+    # available to the model: its own 126 MiB + the 300 MiB the machine has left
+    assert s.mem_share == pytest.approx(126 / 426)
+    assert fmt_memory(s.rss, s.mem_share) == "126.0 MiB (30%)"
+    assert fmt_memory(s.rss, None) == "126.0 MiB" and fmt_memory(None, None) == "—"

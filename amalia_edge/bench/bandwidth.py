@@ -10,7 +10,12 @@ relevant limit for a CPU backend.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from amalia_edge.device import DeviceInfo
+
+MEASURED = "measured (numpy copy, 1 thread)"
 
 
 def measure_copy_bandwidth(nbytes: int = 128 * 2**20, runs: int = 3) -> float:
@@ -29,12 +34,24 @@ def measure_copy_bandwidth(nbytes: int = 128 * 2**20, runs: int = 3) -> float:
     return 2 * src.nbytes / best
 
 
-def memory_bandwidth(device: Any | None, measure: bool = True) -> tuple[float | None, str | None]:
-    """(bytes/s, source): the device's table value when it has one, else a measured copy."""
-    if device is not None and getattr(device, "memory_bandwidth", None):
-        return float(device.memory_bandwidth), getattr(
-            device, "memory_bandwidth_source", None
-        ) or "board table"
+def memory_bandwidth(
+    device: DeviceInfo | None, measure: bool = True
+) -> tuple[float | None, str | None]:
+    """(bytes/s, source): the device's table value when it has one, else a measured copy,
+    which is remembered for this device (``doctor`` and selection use it from then on)."""
+    if device is not None and device.memory_bandwidth:
+        return float(device.memory_bandwidth), device.memory_bandwidth_source or "board table"
     if not measure:
         return None, None
-    return measure_copy_bandwidth(), "measured (numpy copy, 1 thread)"
+    bw = measure_copy_bandwidth()
+    if device is not None:
+        from amalia_edge.device.bandwidth import remember
+        from amalia_edge.errors import AmaliaEdgeError
+
+        try:
+            remember(device, bw, MEASURED)
+        except (OSError, AmaliaEdgeError) as exc:  # a read-only cache costs only the memory
+            import logging
+
+            logging.getLogger(__name__).warning("could not remember the bandwidth: %s", exc)
+    return bw, MEASURED

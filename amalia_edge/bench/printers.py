@@ -131,6 +131,8 @@ def to_markdown(records: Sequence[BenchRecord]) -> str:
                 f"_roofline vs {bw / 1e9:.1f} GB/s memory bandwidth "
                 f"({r0.memory_bandwidth_source}); r={r0.repetitions}, warm-up {r0.warmup}_"
             )
+        for note in dict.fromkeys(n for r in records for n in r.notes):
+            lines.append(f"_note: {note}_")
     return "\n".join(lines) + "\n"
 
 

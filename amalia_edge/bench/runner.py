@@ -18,8 +18,10 @@ Tests are named like llama-bench's:
     (``Started`` to the last token). TTFT and inter-token latency are most telling here.
 
 Each (backend, quant, test) runs ``warmup`` untimed repetitions, then ``repetitions`` timed
-ones. A model that cannot load is reported once (its error, no traceback) and the matrix
-moves on; Ctrl-C stops the run and returns the records completed so far.
+ones. Default tests (``default_tests``) shrink to fit the model's training context; a test
+the user asked for that cannot fit is one error naming the option to change. A model that
+cannot load is reported once (its error, no traceback) and the matrix moves on; Ctrl-C
+stops the run and returns the records completed so far.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amalia_edge import __version__
 from amalia_edge.bench.bandwidth import memory_bandwidth
@@ -40,6 +42,7 @@ from amalia_edge.bench.env import backend_version, git_commit, library_versions,
 from amalia_edge.bench.records import BenchRecord
 from amalia_edge.errors import AmaliaEdgeError, BenchError
 from amalia_edge.runtime.events import Finished, PromptProcessed, Started, TokenEvent
+from amalia_edge.runtime.sampling import SamplingParams
 from amalia_edge.telemetry import (
     Monitor,
     Snapshot,
@@ -49,7 +52,18 @@ from amalia_edge.telemetry import (
     power_series,
 )
 
+if TYPE_CHECKING:
+    from amalia_edge.device import DeviceInfo
+    from amalia_edge.runtime.model import Model
+
 log = logging.getLogger(__name__)
+
+# llama-bench's default tests (pp512, tg128).
+DEFAULT_N_PROMPT = 512
+DEFAULT_N_GEN = 128
+
+# Greedy decoding that ignores end-of-sequence, so every run generates the same count.
+BENCH_SAMPLING = SamplingParams(temperature=0.0, seed=0, ignore_eos=True)
 
 # European-Portuguese filler the prompts are cut from (only its token count matters; real
 # text keeps the tokenizer on its usual path). Rotated per repetition so no run can reuse
@@ -79,6 +93,12 @@ class TestSpec:
         if self.n_prompt and self.n_gen:
             return "pg"
         return "pp" if self.n_prompt else "tg"
+
+    @property
+    def n_ctx_needed(self) -> int:
+        """Context a run needs: the prompt (at least one token), the generated tokens, the
+        extra token a tgN run decodes (see the module docstring) and one spare."""
+        return max(self.n_prompt, 1) + self.n_gen + 2
 
     @property
     def name(self) -> str:
@@ -120,6 +140,48 @@ def make_tests(
     return out
 
 
+def fit_test(test: TestSpec, n_ctx: int) -> TestSpec:
+    """``test`` with its token counts halved until it fits ``n_ctx`` (default tests on a
+    model trained on a short context: pp512 becomes pp128 on a 256-token model)."""
+    p, g = test.n_prompt, test.n_gen
+    while TestSpec(p, g).n_ctx_needed > n_ctx and (p > 1 or g > 1):
+        p, g = p // 2, g // 2
+    return TestSpec(p, g)
+
+
+def check_fits(
+    tests: Sequence[TestSpec], n_ctx: int, model_ctx: int | None, ctx_asked: bool
+) -> None:
+    """One BenchError with the right hint when a test the user asked for does not fit.
+
+    ``n_ctx``: the context the run will have (``--ctx`` when ``ctx_asked``, else the model's
+    ``model_ctx``). The hint names what can change: ``--ctx`` while the model holds more,
+    otherwise the test's own ``-p``/``-n`` count.
+    """
+    for t in tests:
+        need = t.n_ctx_needed
+        if need <= n_ctx:
+            continue
+        if ctx_asked and (model_ctx is None or need <= model_ctx):
+            raise BenchError(
+                f"test {t.name} needs a {need}-token context but --ctx is {n_ctx}",
+                fix=f"use --ctx {need} or more"
+                + (f" (the model holds {model_ctx})" if model_ctx else ""),
+            )
+        room = n_ctx - 2  # what prompt + generated tokens may use
+        if t.kind == "pp":
+            fix = f"use -p {room} or less"
+        elif t.kind == "tg":
+            fix = f"use -n {room - 1} or less"
+        else:
+            fix = f"keep P + G at most {room} in ppP+tgG / -pg P,G"
+        where = "--ctx" if ctx_asked else "the model's context"
+        raise BenchError(
+            f"test {t.name} needs a {need}-token context but {where} holds {n_ctx} tokens",
+            fix=fix,
+        )
+
+
 @dataclass
 class BenchConfig:
     """What to benchmark. ``backends`` / ``quants``: ``None`` entries let the runtime choose."""
@@ -134,6 +196,9 @@ class BenchConfig:
     n_ctx: int | None = None  # None: enough for the largest test
     n_threads: int | None = None
     measure_bandwidth: bool = True  # copy test when the device has no table value
+    # Tests that are defaults, not asked for: those that exceed the model's context shrink
+    # instead of failing (see fit_test); the record notes say so.
+    default_tests: Sequence[TestSpec] = ()
 
     def validate(self) -> None:
         if self.repetitions < 1:
@@ -154,6 +219,7 @@ class BenchResult:
     errors: list[str] = field(default_factory=list)  # one line per combination that failed
     interrupted: bool = False
     sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. default tests fitted to the context
 
 
 @dataclass
@@ -226,51 +292,6 @@ def timed_span(test: TestSpec, trace: RunTrace) -> Timed:
     return Timed(trace.started.t, end, pp.n_tokens + len(toks), trace)
 
 
-class _Session:
-    """The few things the runner needs from a loaded model, whatever its wrapper looks like."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        sel = getattr(model, "selection", None)
-        chosen = getattr(sel, "chosen", None)
-        self.artifact = getattr(model, "artifact", None) or getattr(chosen, "artifact", None)
-        self.backend_name = (
-            getattr(model, "backend_name", None)
-            or getattr(getattr(model, "backend", None), "name", None)
-            or getattr(chosen, "backend", None)
-            or "?"
-        )
-        if not isinstance(self.backend_name, str):
-            self.backend_name = getattr(self.backend_name, "name", str(self.backend_name))
-        self.session = getattr(model, "session", model)
-
-    def tokenize(self, text: str) -> list[int]:
-        fn = getattr(self.model, "tokenize", None) or self.session.tokenize
-        return list(fn(text, add_bos=False, special=False))
-
-    def stream(self, prompt_ids: list[int], max_tokens: int) -> Any:
-        from amalia_edge.runtime.sampling import SamplingParams
-
-        sampling = _greedy(SamplingParams)
-        return self.model.stream(prompt_ids, sampling=sampling, max_tokens=max_tokens)
-
-    def close(self) -> None:
-        close = getattr(self.model, "close", None)
-        if close is not None:
-            close()
-
-
-def _greedy(cls: Any) -> Any:
-    """Greedy decoding that ignores end-of-sequence, so every run generates the same count."""
-    kwargs: dict[str, Any] = {"temperature": 0.0}
-    fields = getattr(cls, "__dataclass_fields__", {})
-    if "ignore_eos" in fields:
-        kwargs["ignore_eos"] = True
-    if "seed" in fields:
-        kwargs["seed"] = 0
-    return cls(**{k: v for k, v in kwargs.items() if not fields or k in fields})
-
-
 class Runner:
     """Runs a :class:`BenchConfig`. Split out of :func:`run_bench` so tests can inject parts."""
 
@@ -280,9 +301,10 @@ class Runner:
         *,
         progress: Callable[[str], None] | None = None,
         on_record: Callable[[BenchRecord], None] | None = None,
-        load: Callable[..., Any] | None = None,
-        device: Any | None = None,
+        load: Callable[..., Model] | None = None,
+        device: DeviceInfo | None = None,
         monitor: Monitor | None = None,
+        model_ctx: int | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -291,10 +313,14 @@ class Runner:
         self._load = load
         self.device = device
         self.monitor = monitor
+        # The model's training context (None: read from MODEL's artifacts, or unknown).
+        self.model_ctx = model_ctx
+        self.tests = list(config.tests)
+        self.notes: list[str] = []
         self._prompt_cache: list[int] | None = None
 
     # -- setup -------------------------------------------------------------------------------
-    def _probe(self) -> Any:
+    def _probe(self) -> DeviceInfo | None:
         if self.device is None:
             try:
                 from amalia_edge.device import probe
@@ -304,7 +330,7 @@ class Runner:
                 log.warning("device probe failed: %s", exc)
         return self.device
 
-    def _loader(self) -> Callable[..., Any]:
+    def _loader(self) -> Callable[..., Model]:
         if self._load is None:
             if self.config.model is None:
                 raise BenchError(
@@ -317,18 +343,53 @@ class Runner:
             self._load = load_model
         return self._load
 
+    def _model_ctx(self) -> int | None:
+        """The shortest training context among MODEL's artifacts (None when unreadable: the
+        load then reports why)."""
+        if self.model_ctx is None and self._load is None and self.config.model is not None:
+            from amalia_edge.runtime.artifacts import resolve_model
+
+            try:
+                source = resolve_model(self.config.model)
+            except AmaliaEdgeError:
+                return None
+            trained = [a.shape.n_ctx_train for a in source.usable() if a.shape]
+            self.model_ctx = min((n for n in trained if n > 0), default=None)
+        return self.model_ctx
+
+    def fit(self) -> None:
+        """Fit the tests to the context: shrink default tests, or one error with the hint."""
+        cfg, model_ctx = self.config, self._model_ctx()
+        limit = cfg.n_ctx or model_ctx
+        if limit is None:
+            return
+        if cfg.default_tests and not cfg.n_ctx:
+            fitted = [fit_test(t, limit) if t in cfg.default_tests else t for t in self.tests]
+            changed = [(a, b) for a, b in zip(self.tests, fitted, strict=True) if a != b]
+            if changed:
+                was = ", ".join(a.name for a, _ in changed)
+                now = ", ".join(b.name for _, b in changed)
+                self.notes.append(
+                    f"default test {was} fitted to the model's {limit}-token context: {now}"
+                )
+                self.tests = list(dict.fromkeys(fitted))
+        check_fits(self.tests, limit, model_ctx, ctx_asked=bool(cfg.n_ctx))
+
     def n_ctx(self) -> int:
         if self.config.n_ctx:
             return self.config.n_ctx
-        # Just enough for the largest test (prompt + generated + 1 for tgN's extra token),
-        # rounded up a little: a larger context could exceed the model's trained one.
-        need = max(max(t.n_prompt, 1) + t.n_gen + 2 for t in self.config.tests)
-        return -(-need // 32) * 32
+        # Just enough for the largest test, rounded up a little but never past the model's
+        # training context (selection rejects a longer one).
+        need = max(t.n_ctx_needed for t in self.tests)
+        ctx = -(-need // 32) * 32
+        return min(ctx, self.model_ctx) if self.model_ctx else ctx
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> BenchResult:
         cfg = self.config
         res = BenchResult()
+        self.fit()  # a test that cannot fit fails now, before any measurement
+        res.notes = self.notes
         load = self._loader()  # fails now (no MODEL) rather than after the bandwidth test
         device = self._probe()
         self.progress("measuring memory bandwidth" if cfg.measure_bandwidth else "")
@@ -352,31 +413,34 @@ class Runner:
             raise BenchError(res.errors[0])
         return res
 
-    def _environment(self, device: Any, bw: float | None, bw_source: str | None) -> dict[str, Any]:
-        board = getattr(device, "board", None)
-        gpus = getattr(device, "gpus", None) or []
+    def _environment(
+        self, device: DeviceInfo | None, bw: float | None, bw_source: str | None
+    ) -> dict[str, Any]:
         commit = git_commit()
-        fp = getattr(device, "fingerprint", None)
-        return {
-            "board": getattr(board, "name", None),
-            "l4t": getattr(device, "l4t_release", None),
-            "jetpack": getattr(device, "jetpack", None),
-            "power_mode": getattr(device, "power_mode", None),
-            "jetson_clocks": getattr(device, "jetson_clocks", None),
-            "cpu_info": getattr(device, "cpu_model", None),
-            "gpu_info": getattr(gpus[0], "name", None) if gpus else None,
+        env: dict[str, Any] = {
             "memory_bandwidth": bw,
             "memory_bandwidth_source": bw_source,
             "library_versions": library_versions(),
             "amalia_edge_version": __version__,
             "git_commit": commit,
             "build_commit": commit,
-            "device_fingerprint": fp() if callable(fp) else None,
         }
+        if device is not None:
+            env.update(
+                board=device.board.name if device.board else None,
+                l4t=device.l4t_release,
+                jetpack=device.jetpack,
+                power_mode=device.power_mode,
+                jetson_clocks=device.jetson_clocks,
+                cpu_info=device.cpu_model,
+                gpu_info=device.gpus[0].name if device.gpus else None,
+                device_fingerprint=device.fingerprint(),
+            )
+        return env
 
     def _combination(
         self,
-        load: Callable[..., Any],
+        load: Callable[..., Model],
         backend: str | None,
         quant: str | None,
         env: dict[str, Any],
@@ -399,12 +463,11 @@ class Runner:
             res.errors.append(f"{label}: {exc}")
             self.progress(f"{label}: cannot load: {exc}")
             return
-        sess = _Session(model)
         self._prompt_cache = None
         try:
-            for test in self.config.tests:
+            for test in self.tests:
                 try:
-                    rec = self._test(sess, test, quant, env, mon, t_load)
+                    rec = self._test(model, test, quant, env, mon, t_load)
                 except AmaliaEdgeError as exc:  # generation failed: report once, go on
                     res.errors.append(f"{label} {test.name}: {exc}")
                     self.progress(f"{label} {test.name}: {exc}")
@@ -412,22 +475,23 @@ class Runner:
                 res.records.append(rec)
                 self.on_record(rec)
         finally:
-            sess.close()
+            model.close()
 
-    def _prompt(self, sess: _Session, n: int, rotation: int) -> list[int]:
+    def _prompt(self, model: Model, n: int, rotation: int) -> list[int]:
         if self._prompt_cache is None or len(self._prompt_cache) < n + rotation + 1:
-            text, ids = PROMPT_TEXT, sess.tokenize(PROMPT_TEXT)
+            tokenize = model.session.tokenize
+            text, ids = PROMPT_TEXT, tokenize(PROMPT_TEXT, add_bos=False, special=False)
             if not ids:
                 raise BenchError("the tokenizer returned no tokens", fix="check the model file")
             while len(ids) < n + rotation + 1:
                 text += PROMPT_TEXT
-                ids = sess.tokenize(text)
+                ids = tokenize(text, add_bos=False, special=False)
             self._prompt_cache = ids
         return self._prompt_cache[rotation : rotation + max(n, 1)]
 
     def _test(
         self,
-        sess: _Session,
+        model: Model,
         test: TestSpec,
         quant: str | None,
         env: dict[str, Any],
@@ -442,14 +506,15 @@ class Runner:
         for i in range(total):
             what = "warm-up" if i < cfg.warmup else f"{i - cfg.warmup + 1}/{cfg.repetitions}"
             self.progress(
-                f"{sess.backend_name} {quant or ''} {test.name} {what}".replace("  ", " ")
+                f"{model.backend_name} {quant or ''} {test.name} {what}".replace("  ", " ")
             )
-            trace = consume(sess.stream(self._prompt(sess, test.n_prompt, i), max_tokens))
+            prompt = self._prompt(model, test.n_prompt, i)
+            trace = consume(model.stream(prompt, sampling=BENCH_SAMPLING, max_tokens=max_tokens))
             if i >= cfg.warmup:
                 timed.append(timed_span(test, trace))
         # Power is integrated over the timed spans: wait until a sample lies past the last one.
         self._wait_for_sample_after(mon, timed[-1].trace.finished.t_end)
-        return self._record(sess, test, quant, env, mon, timed, test_time, t_load)
+        return self._record(model, test, quant, env, mon, timed, test_time, t_load)
 
     def _wait_for_sample_after(self, mon: Monitor, t: float) -> None:
         deadline = time.perf_counter() + 3 * mon.interval + 1.0
@@ -462,7 +527,7 @@ class Runner:
     # -- the record --------------------------------------------------------------------------
     def _record(
         self,
-        sess: _Session,
+        model: Model,
         test: TestSpec,
         quant: str | None,
         env: dict[str, Any],
@@ -472,14 +537,14 @@ class Runner:
         t_load: float,
     ) -> BenchRecord:
         cfg = self.config
-        art = sess.artifact
+        art = model.artifact
         ns = [t.seconds * 1e9 for t in timed]
         ts = [t.n_tokens / t.seconds if t.seconds > 0 else 0.0 for t in timed]
         rec = BenchRecord(
             test=test.name,
-            backend=sess.backend_name,
-            quant=getattr(art, "quant", None) or quant,
-            model_filename=str(getattr(art, "path", "") or cfg.model or ""),
+            backend=model.backend_name,
+            quant=art.quant or quant,
+            model_filename=str(art.path),
             n_prompt=test.n_prompt,
             n_gen=test.n_gen,
             n_ctx=timed[0].trace.started.n_ctx,
@@ -493,21 +558,25 @@ class Runner:
             stddev_ts=statistics.stdev(ts) if len(ts) > 1 else 0.0,
             samples_ns=ns,
             samples_ts=ts,
-            backend_version=backend_version(sess.backend_name),
+            backend_version=backend_version(model.backend_name),
             telemetry_interval_s=mon.interval,
             **{k: v for k, v in env.items() if k in BenchRecord.__dataclass_fields__},
         )
-        if art is not None:
-            params = getattr(art, "params", None)
-            shape = getattr(art, "shape", None)
-            arch = getattr(shape, "architecture", None) or "llama"
-            rec.model_size = _weight_bytes(art)
-            rec.model_n_params = params
-            rec.model_type = " ".join(
-                x for x in (arch, size_label(params) if params else None, rec.quant) if x
-            )
-            rec.bytes_per_token = getattr(art, "decode_weight_bytes", None) or rec.model_size
-        _load_params(rec, sess)
+        rec.notes.extend(self.notes)
+        params = art.params
+        arch = art.shape.architecture if art.shape else "llama"
+        rec.model_size = art.weight_bytes or art.size
+        rec.model_n_params = params
+        rec.model_type = " ".join(
+            x for x in (arch, size_label(params) if params else None, rec.quant) if x
+        )
+        # The one rule for bytes read per decode step: the backend's, as selection uses it.
+        from amalia_edge.runtime import registry
+
+        rec.bytes_per_token = registry.get(model.backend_name).decode_bytes_per_token(
+            art, model.n_ctx
+        )
+        _load_params(rec, model)
         # Latency, from the events.
         ttfts = [t.trace.finished.ttft for t in timed if t.trace.finished.ttft is not None]
         rec.ttft_ms = statistics.fmean(ttfts) * 1e3 if ttfts else None
@@ -570,25 +639,6 @@ class Runner:
                 rec.rails_peak_w[rail] = _peak(pts, spans)
 
 
-def _weight_bytes(art: Any) -> int | None:
-    """Bytes of weights: the runtime's figure, but never less than an ONNX graph's files.
-
-    An ONNX graph keeps its weights beside it in ``<file>.data`` (convert.onnx file names);
-    a manifest size that counts only the graph would make the roofline meaningless.
-    """
-    wb = getattr(art, "weight_bytes", None) or getattr(art, "size", None)
-    path = getattr(art, "path", None)
-    if path is not None:
-        from pathlib import Path
-
-        p = Path(path)
-        data = p.with_name(p.name + ".data")
-        if p.suffix == ".onnx" and p.is_file() and data.is_file():
-            files = p.stat().st_size + data.stat().st_size
-            wb = max(int(wb or 0), files)
-    return None if wb is None else int(wb)
-
-
 def _conditions(rec: BenchRecord, samples: list[Snapshot], t0: float, t1: float) -> None:
     """Temperatures, GPU load/clock and CPU load over [t0, t1] (None where not measured)."""
     sel = [s for s in samples if t0 <= s.t <= t1]
@@ -603,19 +653,18 @@ def _conditions(rec: BenchRecord, samples: list[Snapshot], t0: float, t1: float)
     rec.cpu_percent_avg = statistics.fmean(cpus) if cpus else None
 
 
-def _load_params(rec: BenchRecord, sess: _Session) -> None:
-    """llama-bench's build/run parameters, where the backend session exposes them."""
-    params = getattr(sess.session, "params", None)
-    gpu = getattr(sess.session, "gpu", None)
-    if gpu is not None:
-        rec.backends = "CUDA" if gpu else "CPU"
-    if not isinstance(params, dict):
+def _load_params(rec: BenchRecord, model: Model) -> None:
+    """llama-bench's build/run parameters: the llama.cpp session's load parameters."""
+    if model.backend_name != "llama.cpp":
         return
-    kv_names: dict[int, str] = {}
-    if sess.backend_name == "llama.cpp":
-        from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES
+    from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES, LlamaCppSession
 
-        kv_names = {v: k for k, v in KV_CACHE_GGML_TYPES.items()}
+    session = model.session
+    if not isinstance(session, LlamaCppSession):
+        return
+    rec.backends = "CUDA" if session.gpu else "CPU"
+    params = session.params
+    kv_names = {v: k for k, v in KV_CACHE_GGML_TYPES.items()}
     rec.n_batch = params.get("n_batch")
     rec.n_threads = params.get("n_threads", rec.n_threads)
     rec.n_gpu_layers = params.get("n_gpu_layers")
@@ -638,11 +687,19 @@ def run_bench(
     *,
     progress: Callable[[str], None] | None = None,
     on_record: Callable[[BenchRecord], None] | None = None,
-    load: Callable[..., Any] | None = None,
-    device: Any | None = None,
+    load: Callable[..., Model] | None = None,
+    device: DeviceInfo | None = None,
     monitor: Monitor | None = None,
+    model_ctx: int | None = None,
 ) -> BenchResult:
-    """Run the benchmark matrix; see the module docstring. Raises BenchError if nothing ran."""
+    """Run the benchmark matrix; see the module docstring. Raises BenchError if nothing ran,
+    or before running when a test cannot fit the context (:func:`check_fits`)."""
     return Runner(
-        config, progress=progress, on_record=on_record, load=load, device=device, monitor=monitor
+        config,
+        progress=progress,
+        on_record=on_record,
+        load=load,
+        device=device,
+        monitor=monitor,
+        model_ctx=model_ctx,
     ).run()

@@ -35,17 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-p",
         "--n-prompt",
         type=_ints,
-        default=[512],
+        default=None,
         metavar="N[,N]",
-        help="prompt-processing tests ppN (512; 0 skips)",
+        help="prompt-processing tests ppN (512, less when the model's context is shorter; 0 skips)",
     )
     parser.add_argument(
         "-n",
         "--n-gen",
         type=_ints,
-        default=[128],
+        default=None,
         metavar="N[,N]",
-        help="generation tests tgN (128; 0 skips)",
+        help="generation tests tgN (128, less when the model's context is shorter; 0 skips)",
     )
     parser.add_argument(
         "-pg",
@@ -134,14 +134,30 @@ def check_writable(path: str | os.PathLike[str], what: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from amalia_edge.artifacts.atomic import atomic_write_text
     from amalia_edge.bench.printers import render
-    from amalia_edge.bench.runner import BenchConfig, make_tests, run_bench
+    from amalia_edge.bench.runner import (
+        DEFAULT_N_GEN,
+        DEFAULT_N_PROMPT,
+        BenchConfig,
+        TestSpec,
+        make_tests,
+        run_bench,
+    )
 
     pg = []
     for pair in args.pg:
         if len(pair) != 2:
             raise BenchError(f"-pg takes two numbers P,G, got {pair}", fix="e.g. -pg 512,128")
         pg.append(f"pp{pair[0]}+tg{pair[1]}")
-    tests = make_tests(args.n_prompt, args.n_gen, [*args.tests, *pg])
+    # -p/-n not given: llama-bench's defaults, shrunk to the model's context when it is shorter.
+    n_prompt = [DEFAULT_N_PROMPT] if args.n_prompt is None else args.n_prompt
+    n_gen = [DEFAULT_N_GEN] if args.n_gen is None else args.n_gen
+    tests = make_tests(n_prompt, n_gen, [*args.tests, *pg])
+    defaults = [
+        t
+        for t in tests
+        if (t == TestSpec(DEFAULT_N_PROMPT, 0) and args.n_prompt is None)
+        or (t == TestSpec(0, DEFAULT_N_GEN) and args.n_gen is None)
+    ]
     if args.ctx is not None and args.ctx <= 0:
         raise BenchError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
     out = check_writable(args.out, "--out") if args.out else None
@@ -164,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         n_ctx=args.ctx,
         n_threads=args.threads,
         measure_bandwidth=not args.no_bandwidth_test,
+        default_tests=defaults,
     )
     config.validate()
     from amalia_edge.progress import Progress
@@ -173,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(config, progress=progress.status)
     finally:
         progress.clear()
+    if not getattr(args, "quiet", False):
+        for note in result.notes:
+            print(f"amalia-edge: note: {note}", file=sys.stderr)
     for err in result.errors:
         print(f"amalia-edge: error: {err}", file=sys.stderr)
     if result.records:
@@ -186,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         if plot is not None:
             from amalia_edge.bench.plots import plot_records
 
-            plot_records(result.records, plot, title=str(args.model or "demo model"))
+            plot_records(result.records, plot, model=str(args.model or "demo model"))
             print(f"wrote {plot}", file=sys.stderr)
     if result.interrupted:
         print("amalia-edge: interrupted", file=sys.stderr)

@@ -7,9 +7,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amalia_edge.commands import add_model_argument
 from amalia_edge.errors import AmaliaEdgeError
+
+if TYPE_CHECKING:
+    from amalia_edge.tui.history import HistoryStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,18 +89,43 @@ def run(args: argparse.Namespace) -> int:
             fix="temperature 0–2, top-p in (0, 1], max-tokens 1–32768",
         )
     store = HistoryStore()
+    if args.resume is not None:
+        _check_resume(store, args.resume)
     app = ChatApp(spec, lang=args.lang, settings=settings, resume=args.resume, store=store)
-    with _log_to_file(store.root.parent / "chat.log"):
+    with _log_to_file(log_path(store)):
         app.run()
     return 0
 
 
+def log_path(store: HistoryStore) -> Path:
+    """``chat.log`` inside the history folder, so a chosen ``AMALIA_EDGE_HISTORY_DIR`` holds
+    everything the chat writes (nothing lands beside it)."""
+    return store.root / "chat.log"
+
+
+def _check_resume(store: HistoryStore, conversation_id: str) -> None:
+    """An unknown ``--resume ID`` is a command-line mistake: say how to find the IDs."""
+    from amalia_edge.tui.history import HistoryError
+
+    try:
+        store.open(conversation_id)
+    except HistoryError as exc:
+        raise AmaliaEdgeError(
+            exc.problem, fix="list the saved ones with `amalia-edge chat --list`"
+        ) from None
+
+
 def _list_conversations() -> int:
+    import sys
     import time
 
     from amalia_edge.tui.history import HistoryStore
 
-    for c in HistoryStore().list():
+    store = HistoryStore()
+    found = store.list()
+    if not found:
+        print(f"no saved conversations in {store.root}", file=sys.stderr)
+    for c in found:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
         print(f"{c.id}\t{when}\t{c.n_messages}\t{c.title}")
     return 0

@@ -193,7 +193,10 @@ def format_report(
 
 
 def run(args: argparse.Namespace) -> int:
+    from amalia_edge.device.bandwidth import apply_remembered
+
     info = probe(None)
+    apply_remembered(info)  # what `amalia-edge bench` measured here, if it ran
     checks = run_checks(info, deep=args.deep)
     backends, note = backend_rows(info, probe_backends=args.deep or bool(args.model))
     selection = selection_for(args.model, info, args.ctx) if args.model else None

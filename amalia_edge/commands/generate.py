@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--kv-cache-type", default="f16", help="f16 | q8_0 | q4_0 (f16)")
     run.add_argument("--batch", type=int, default=512, help="prompt batch size (512)")
     parser.add_argument("--json", action="store_true", help="print one JSON record at the end")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps `amalia-edge -q generate` working too
+        help="no speed summary on stderr",
+    )
 
 
 def looks_like_model(arg: str) -> bool:
@@ -148,10 +155,22 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             out.write("\n")
+            out.flush()
+            if not getattr(args, "quiet", False) and fin.reason != "error":
+                print(speed_line(fin), file=sys.stderr)
         if fin.reason == "error":
             print(f"amalia-edge: error: generation failed: {fin.error}", file=sys.stderr)
             return 1
     return 0
+
+
+def speed_line(fin: Any) -> str:
+    """One short stderr summary: decode speed, tokens, time to first token, prompt speed."""
+    ttft = "?" if fin.ttft is None else f"{fin.ttft * 1e3:.0f} ms"
+    return (
+        f"{fin.decode_tps:.1f} tok/s, {fin.completion_tokens} tokens, TTFT {ttft} "
+        f"(prompt {fin.prompt_tokens} tokens at {fin.prompt_tps:.0f} tok/s)"
+    )
 
 
 def record(model: Any, fin: Any, sampling: Any, load_s: float, explain: bool) -> dict[str, Any]:

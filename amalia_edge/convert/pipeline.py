@@ -164,7 +164,8 @@ def _auto_imatrix(
             ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
         )
     )
-    bar.close(f"→ {path.name}")
+    # No progress at all: ensure_imatrix found a matching file and computed nothing.
+    bar.close(f"→ {path.name}" if bar.total else path.name, reused=not bar.total)
     load_imatrix(path)
     return path
 

@@ -77,17 +77,34 @@ class Model:
     def fit_chat(
         self, messages: Sequence[Message], max_tokens: int = 256, system: str | None = None
     ) -> FittedChat:
-        """The prompt for ``messages`` after the context policy (see :func:`fit_messages`)."""
+        """The prompt for ``messages`` after the context policy (see :func:`fit_messages`).
+
+        The reply's room is ``max_tokens`` but at most :data:`REPLY_RESERVE_SHARE` of the
+        context while the whole chat fits; once old turns must be dropped anyway, enough are
+        dropped to leave room for a whole reply (else each later reply would be cut short
+        at the reserve, with ``context_full``).
+        """
         msgs = with_system_prompt(messages, system)
-        reserve = max(1, min(max_tokens, int(self.n_ctx * REPLY_RESERVE_SHARE)))
         session = self.session
-        return fit_messages(
-            msgs,
-            render=lambda m: session.apply_chat_template(m),
-            count_tokens=lambda text: len(session.prompt_ids(text)),
-            n_ctx=self.n_ctx,
-            reserve=reserve,
-        )
+
+        def fit(reserve: int) -> FittedChat:
+            return fit_messages(
+                msgs,
+                render=lambda m: session.apply_chat_template(m),
+                count_tokens=lambda text: len(session.prompt_ids(text)),
+                n_ctx=self.n_ctx,
+                reserve=reserve,
+            )
+
+        reserve = max(1, min(max_tokens, int(self.n_ctx * REPLY_RESERVE_SHARE)))
+        fitted = fit(reserve)
+        if fitted.dropped and max_tokens > reserve:
+            system_msgs = msgs[:1] if msgs and msgs[0].role == "system" else []
+            smallest = session.prompt_ids(session.apply_chat_template([*system_msgs, msgs[-1]]))
+            room = min(max_tokens, self.n_ctx - len(smallest))
+            if room > reserve:
+                fitted = fit(room)
+        return fitted
 
     def stream_chat(
         self,

@@ -286,10 +286,15 @@ class Selection:
 
 
 def device_bandwidth(device: DeviceInfo | None) -> tuple[float, str]:
-    bw = getattr(device, "memory_bandwidth", None) if device is not None else None
-    if bw:
-        src = getattr(device, "memory_bandwidth_source", None) or "device"
-        return float(bw), str(src)
+    """The board table's bandwidth, else the one bench measured on this device, else the
+    assumed default."""
+    if device is None:
+        return DEFAULT_BANDWIDTH, "assumed default"
+    from amalia_edge.device.bandwidth import apply_remembered
+
+    apply_remembered(device)
+    if device.memory_bandwidth:
+        return float(device.memory_bandwidth), device.memory_bandwidth_source or "device"
     return DEFAULT_BANDWIDTH, "assumed default"
 
 

@@ -20,15 +20,16 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from amalia_edge.errors import AmaliaEdgeError
 from amalia_edge.tui import model as model_mod
-from amalia_edge.tui.history import HistoryStore
+from amalia_edge.tui.history import ChatMessage, Conversation, HistoryStore
 from amalia_edge.tui.i18n import DEFAULT_LANG, Messages
 from amalia_edge.tui.model import LoadedModel, Loader
 from amalia_edge.tui.screens.chat import ChatScreen
@@ -62,10 +63,35 @@ def default_monitor() -> Any:
         return None
 
 
+def _memory_total() -> int | None:
+    """The machine's memory, for the panel's "share of what is available"."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # psutil missing or unsupported: the share is not shown
+        return None
+
+
+# Two Ctrl+C within this many seconds quit (the first one alone stops a reply or asks).
+QUIT_WINDOW = 3.0
+
+
+class _LoadFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class ChatApp(App[None]):
     # Absolute, so subclasses in other packages (the tests) find it too.
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     ENABLE_COMMAND_PALETTE = False
+    # Ctrl+C stops a streaming reply (as in `ollama run`, llama-cli); twice quits. Replaces
+    # Textual's own Ctrl+C, which asks in English and leaves the reply running.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "interrupt", show=False, priority=True),
+    ]
     # Narrow terminals (an 80-column SSH session) get a slimmer stats panel.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - as Textual declares it
 
@@ -101,6 +127,7 @@ class ChatApp(App[None]):
         self._monitor_factory = monitor
         self._monitor: Any = None
         self._chat_screen: ChatScreen | None = None
+        self._last_interrupt: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -116,6 +143,7 @@ class ChatApp(App[None]):
     def on_mount(self) -> None:
         self.title = self.msgs("app.title")
         self.sub_title = self.spec.label
+        self.chat.show_stats(dataclasses.replace(self.chat.stats, mem_total=_memory_total()))
         if self._monitor_factory is not None:
             self._monitor = self._monitor_factory()
             if self._monitor is not None:
@@ -148,24 +176,58 @@ class ChatApp(App[None]):
         tracker.observe(self.latest_snapshot(), time.perf_counter())
         self.chat.show_stats(tracker.stats)
 
+    def action_interrupt(self) -> None:
+        now = time.monotonic()
+        if self.chat.generating:
+            self.chat.action_stop()
+            self._last_interrupt = None
+            return
+        if self._last_interrupt is not None and now - self._last_interrupt <= QUIT_WINDOW:
+            self.exit()
+            return
+        self._last_interrupt = now
+        self.notify(self.msgs("note.quit_again"), timeout=QUIT_WINDOW)
+
     # -- model loading ------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="load")
     def load_model(self, spec: ModelSpec) -> None:
-        """Unload the current model, then load ``spec``; failures become a notification."""
+        """Unload the current model, then load ``spec``; failures become a notification.
+
+        When ``spec`` cannot load and a model was running, that model is loaded again (the
+        old one is freed first: two 9B models do not fit in an Orin's memory at once).
+        """
+        previous = self.spec if self.loaded is not None else None
         old = self.call_from_thread(self._begin_loading, spec)
         if old is not None:
             old.close()
         try:
-            loaded = self._loader(spec)
-        except AmaliaEdgeError as exc:
-            self.call_from_thread(self._load_failed, str(exc))
-            return
-        except Exception as exc:  # e.g. llama.cpp refusing a corrupt file
-            log.exception("loading %s failed", spec.label)
-            self.call_from_thread(self._load_failed, str(exc) or type(exc).__name__)
+            loaded = self._load(spec)
+        except _LoadFailed as exc:
+            if previous is None:
+                self.call_from_thread(self._load_failed, exc.message)
+                return
+            try:
+                loaded = self._load(previous)
+            except _LoadFailed as again:
+                self.call_from_thread(self._load_failed, again.message)
+                return
+            self.call_from_thread(self._load_done, loaded)
+            note = self.msgs("note.load_failed_kept", model=spec.label, error=exc.message)
+            self.call_from_thread(self.notify, note, severity="error", timeout=10)
             return
         self.call_from_thread(self._load_done, loaded)
+
+    def _load(self, spec: ModelSpec) -> LoadedModel:
+        """The loader's model, or :class:`_LoadFailed` with a one-line reason."""
+        try:
+            return self._loader(spec)
+        except AmaliaEdgeError as exc:
+            # The problem only: the fix names command-line flags, which the UI does not have.
+            raise _LoadFailed(exc.problem) from None
+        except Exception as exc:  # e.g. llama.cpp refusing a corrupt file
+            log.exception("loading %s failed", spec.label)
+            raise _LoadFailed(str(exc) or type(exc).__name__) from None
 
     def _begin_loading(self, spec: ModelSpec) -> LoadedModel | None:
         old, self.loaded, self.loading, self.spec = self.loaded, None, True, spec
@@ -182,7 +244,9 @@ class ChatApp(App[None]):
         self.notify(self.msgs("note.load_failed", error=error), severity="error", timeout=10)
 
     def _load_done(self, loaded: LoadedModel) -> None:
-        self.loaded, self.loading = loaded, False
+        self.loaded, self.loading, self.spec = loaded, False, loaded.spec
+        self.sub_title = loaded.spec.label
+        self.conversation.set_model(loaded.spec.label)
         self.chat.show_stats(
             dataclasses.replace(
                 self.chat.stats,
@@ -196,9 +260,24 @@ class ChatApp(App[None]):
 
     # -- conversation -------------------------------------------------------------------------
 
+    def record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
+        """Append and save ``message`` (a reply goes to the conversation it was asked in)."""
+        try:
+            (conversation or self.conversation).append(message)
+        except AmaliaEdgeError as exc:
+            # The chat goes on in memory; the person is told the disk refused it.
+            self.notify(self.msgs("note.history_failed", error=exc), severity="error")
+
+    def truncate(self, keep: int) -> None:
+        try:
+            self.conversation.truncate(keep)
+        except AmaliaEdgeError as exc:
+            self.notify(self.msgs("note.history_failed", error=exc), severity="error")
+
     def new_conversation(self) -> None:
         self.conversation = self.store.new(system=self.settings.system, model=self.spec.label)
         self.chat.rebuild()
+        self.chat.show_stats(self.chat.stats.for_new_chat())
 
     def resume(self, conversation_id: str) -> None:
         try:
@@ -249,10 +328,18 @@ class ChatApp(App[None]):
             if spec is not None:
                 self.load_model(spec)
 
-        self.push_screen(ModelScreen(self.msgs, self.spec), done)
+        quants = self.loaded.quants if self.loaded else []
+        self.push_screen(ModelScreen(self.msgs, self.spec, quants), done)
 
     def action_show_why(self) -> None:
-        chosen, rejected = (self.loaded.chosen, self.loaded.rejected) if self.loaded else ([], [])
+        from amalia_edge.tui.model import explain_selection
+
+        loaded = self.loaded
+        if loaded is not None and loaded.selection is not None:
+            why = explain_selection(loaded.selection, self.msgs)
+            self.push_screen(WhyScreen(self.msgs, why.chosen, why.rejected, why.alternatives))
+            return
+        chosen, rejected = (loaded.chosen, loaded.rejected) if loaded else ([], [])
         self.push_screen(WhyScreen(self.msgs, chosen, rejected))
 
     def action_export(self) -> None:

@@ -36,6 +36,19 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "key.why": ("Porquê?", "Why?"),
     "key.export": ("Exportar", "Export"),
     "key.quit": ("Sair", "Quit"),
+    "key.newline": ("Nova linha na mensagem", "New line in the message"),
+    "key.interrupt": (
+        "Parar a resposta; duas vezes seguidas sai",
+        "Stop the reply; twice in a row quits",
+    ),
+    "key.new.short": ("Nova", "New"),
+    "key.page_up": ("Recuar na conversa", "Scroll the chat up"),
+    "key.page_down": ("Avançar na conversa", "Scroll the chat down"),
+    "key.copy": (
+        "Copiar a última resposta (também por SSH)",
+        "Copy the last reply (works over SSH too)",
+    ),
+    "key.copy.short": ("Copiar", "Copy"),
     "key.close": ("Fechar", "Close"),
     "key.save": ("Guardar", "Save"),
     "key.cancel": ("Cancelar", "Cancel"),
@@ -78,6 +91,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "Não foi possível carregar o modelo: {error}",
         "Could not load the model: {error}",
     ),
+    "note.load_failed_kept": (
+        "Não foi possível carregar {model}: {error}. Continua o modelo anterior.",
+        "Could not load {model}: {error}. The previous model stays.",
+    ),
     "note.no_model": (
         "Nenhum modelo carregado: carrega em F4 para escolher um.",
         "No model loaded: press F4 to choose one.",
@@ -92,8 +109,15 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "note.failed": ("A geração falhou: {error}", "Generation failed: {error}"),
     "note.context_full": (
-        "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou aumenta --ctx.",
-        "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or raise --ctx.",
+        "O contexto encheu ({n_ctx} tokens): começa uma nova conversa (Ctrl+N) ou escolhe "
+        "um contexto maior em F4 (este modelo aceita até {max}).",
+        "The context is full ({n_ctx} tokens): start a new chat (Ctrl+N) or choose a "
+        "larger context in F4 (this model takes up to {max}).",
+    ),
+    "note.context_full_max": (
+        "O contexto encheu ({n_ctx} tokens, o máximo deste modelo): começa uma nova "
+        "conversa (Ctrl+N).",
+        "The context is full ({n_ctx} tokens, this model's maximum): start a new chat (Ctrl+N).",
     ),
     "note.dropped": (
         "A conversa já não cabe no contexto ({n_ctx} tokens): o modelo deixou de ver "
@@ -102,6 +126,15 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "the {n} oldest messages.",
     ),
     "note.stopped": ("Geração interrompida.", "Generation stopped."),
+    "note.quit_again": (
+        "Carrega outra vez em Ctrl+C para sair.",
+        "Press Ctrl+C again to quit.",
+    ),
+    "note.copied": (
+        "Resposta copiada ({n} caracteres).",
+        "Reply copied ({n} characters).",
+    ),
+    "note.nothing_to_copy": ("Ainda não há resposta para copiar.", "No reply to copy yet."),
     "note.nothing_to_regenerate": (
         "Ainda não há resposta para regenerar.",
         "No reply to regenerate yet.",
@@ -147,6 +180,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "model.backend": ("Motor (vazio = automático)", "Backend (empty = automatic)"),
     "model.quant": ("Quantização (vazio = automática)", "Quant type (empty = automatic)"),
+    "model.quant.auto": ("automática", "automatic"),
     "model.ctx": (
         "Contexto em tokens (vazio = automático)",
         "Context in tokens (empty = automatic)",
@@ -155,6 +189,46 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "why.title": ("Porquê este motor?", "Why this backend?"),
     "why.chosen": ("Escolhido", "Chosen"),
     "why.rejected": ("Rejeitados", "Rejected"),
+    "why.alternatives": ("Também possíveis", "Could also run"),
+    "why.fits": (
+        "cabe na memória: {need} de {avail} disponíveis",
+        "fits: {need} of {avail} available",
+    ),
+    "why.needs": (
+        "precisa de {need} (memória disponível desconhecida)",
+        "needs {need} (available memory unknown)",
+    ),
+    "why.estimated": ("cerca de {tps} tok/s (estimativa)", "about {tps} tok/s (estimate)"),
+    "why.measured": ("{tps} tok/s (medido)", "{tps} tok/s (measured)"),
+    "why.kld": ("KLD {kld} face ao modelo sem quantização", "KLD {kld} vs the unquantized model"),
+    "why.bpw": ("{bpw} bits por peso", "{bpw} bits per weight"),
+    "why.failed": ("falhou ao carregar", "failed to load"),
+    "why.backend_missing": (
+        "{backend}: motor indisponível neste dispositivo",
+        "{backend}: not available on this device",
+    ),
+    "why.rejected.backend": (
+        "motor indisponível neste dispositivo",
+        "backend not available on this device",
+    ),
+    "why.rejected.artifact": ("ficheiro inutilizável", "unusable file"),
+    "why.rejected.quant": (
+        "não é a quantização pedida ({wanted})",
+        "not the quant type asked for ({wanted})",
+    ),
+    "why.rejected.backend_filter": (
+        "não é o motor pedido ({wanted})",
+        "not the backend asked for ({wanted})",
+    ),
+    "why.rejected.ctx": (
+        "o modelo aceita até {wanted} tokens; pedidos {n_ctx}",
+        "the model takes up to {wanted} tokens; {n_ctx} asked",
+    ),
+    "why.rejected.memory": (
+        "precisa de {need}, há {avail} disponíveis",
+        "needs {need}, {avail} available",
+    ),
+    "why.rejected.other": ("não pode correr aqui", "cannot run here"),
     "why.none": ("Nenhum modelo carregado.", "No model loaded."),
     # markdown export (history.py)
     "export.title": ("Conversa", "Conversation"),

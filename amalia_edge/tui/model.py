@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from amalia_edge.runtime.events import Event
 from amalia_edge.tui.history import ChatMessage
+from amalia_edge.tui.i18n import Messages
 from amalia_edge.tui.settings import ChatSettings, ModelSpec
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class LoadedModel:
     n_ctx: int | None = None
     chosen: list[str] = field(default_factory=list)  # why this backend/artifact, one reason a line
     rejected: list[str] = field(default_factory=list)  # each other candidate and why not
+    quants: list[str] = field(default_factory=list)  # the model's usable artifacts (F4 offers them)
+    selection: Selection | None = None  # the runtime's decision (the "why" screen explains it)
+    n_ctx_max: int | None = None  # the model's training context (the most --ctx can give)
 
     def close(self) -> None:
         """Free the model now (two 9B models do not fit in an Orin's memory at once)."""
@@ -63,24 +67,18 @@ Loader = Callable[[ModelSpec], LoadedModel]
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` with the runtime (slow: call it from a worker thread)."""
-    from amalia_edge.runtime.artifacts import resolve_model as runtime_source
-    from amalia_edge.runtime.backend import LoadOptions
-    from amalia_edge.runtime.model import load_model
+    from amalia_edge.runtime import LoadOptions, load_model
 
-    source = runtime_source(resolve_model(spec.model))
-    n_ctx = spec.n_ctx or default_context(source.usable())
+    # n_ctx None: the runtime's default context (2048, or the model's trained one if shorter)
     options = LoadOptions(n_threads=spec.threads or default_threads())
-    model = load_model(source, backend=spec.backend, quant=spec.quant, n_ctx=n_ctx, options=options)
+    model = load_model(
+        resolve_model(spec.model),
+        backend=spec.backend,
+        quant=spec.quant,
+        n_ctx=spec.n_ctx,
+        options=options,
+    )
     return describe(model, spec)
-
-
-DEFAULT_CTX = 2048  # tokens, when neither --ctx nor a smaller trained context says otherwise
-
-
-def default_context(artifacts: Sequence[Any]) -> int:
-    """:data:`DEFAULT_CTX`, or less when the model was trained on a shorter context."""
-    trained = [a.shape.n_ctx_train for a in artifacts if a.shape and a.shape.n_ctx_train]
-    return min([DEFAULT_CTX, *trained])
 
 
 def resolve_model(model: str | None) -> str | Path:
@@ -118,39 +116,93 @@ def default_threads() -> int:
 
 def describe(model: Model, spec: ModelSpec) -> LoadedModel:
     """Backend, quant, context size and the selection's reasons of a runtime ``Model``."""
-    chosen, rejected = explain_selection(model.selection)
+    why = explain_selection(model.selection, Messages("en"))
     return LoadedModel(
         model=model,
         spec=spec,
         backend=model.backend_name,
         quant=model.artifact.quant,
         n_ctx=model.n_ctx,
-        chosen=chosen,
-        rejected=rejected,
+        chosen=why.chosen,
+        rejected=why.rejected,
+        selection=model.selection,
+        quants=list(dict.fromkeys(a.quant for a in model.source.usable())),
+        n_ctx_max=min((a.shape.n_ctx_train for a in model.source.usable() if a.shape), default=None)
+        or None,
     )
 
 
-def explain_selection(selection: Selection | None) -> tuple[list[str], list[str]]:
-    """Lines for the "why this backend" screen: the chosen candidate (with the selection's
-    notes) and every other candidate and unavailable backend, each with its reasons."""
+@dataclass
+class Explanation:
+    """The "why this backend" screen's three lists, in the interface's language."""
+
+    chosen: list[str] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)  # would run too
+    rejected: list[str] = field(default_factory=list)  # cannot run here, or failed
+
+
+def explain_selection(selection: Selection | None, msgs: Messages) -> Explanation:
+    """The chosen candidate, the others that could run, and those that cannot, each with its
+    reasons said from the selection's data in ``msgs``'s language (the runtime's own
+    reasons are English sentences for the CLI)."""
+    out = Explanation()
     if selection is None:
-        return [], []
-    chosen = selection.chosen
-    lines = [_candidate_line(chosen)] if chosen is not None else []
-    lines += [f"    {note}" for note in selection.notes]
-    rejected = [_candidate_line(c) for c in selection.candidates if c is not chosen]
+        return out
+    for c in selection.candidates:
+        line = _candidate_line(c, msgs, selection)
+        if c.status == "chosen":
+            out.chosen.append(line)
+        elif c.viable:
+            out.alternatives.append(line)
+        else:
+            out.rejected.append(line)
     for b in selection.backends:
         if not b.ok:
-            hint = f" ({b.install_hint})" if b.install_hint else ""
-            rejected.append(f"{b.name}: {b.reason}{hint}")
-    return lines, rejected
+            out.rejected.append(msgs("why.backend_missing", backend=b.name))
+    return out
 
 
-def _candidate_line(c: Candidate) -> str:
-    head = f"{c.backend} · {c.artifact.kind} {c.artifact.quant}"
-    if c.status not in ("chosen", "ok"):
-        head += f" [{c.status}]"
-    return head + "".join(f"\n    {r}" for r in c.reasons)
+def _gib(n: float | int | None) -> str:
+    return "?" if n is None else f"{n / (1 << 30):.2f} GiB"
+
+
+def _candidate_line(c: Candidate, msgs: Messages, selection: Selection) -> str:
+    art = c.artifact
+    lines = [f"{c.backend} · {art.kind} {art.quant}"]
+    if c.status == "failed":
+        lines.append(msgs("why.failed"))
+    elif c.status == "rejected":
+        wanted = {
+            "quant": selection.requested_quant,
+            "backend_filter": selection.requested_backend,
+            "ctx": art.shape.n_ctx_train if art.shape else None,
+        }.get(c.kind)
+        need = c.memory.total if c.memory else None
+        lines.append(
+            msgs(
+                f"why.rejected.{c.kind or 'other'}",
+                wanted=wanted or "?",
+                n_ctx=selection.n_ctx,
+                need=_gib(need),
+                avail=_gib(c.memory_available),
+            )
+        )
+    if c.viable:
+        if c.memory is not None:
+            if c.memory_available is not None:
+                fit = msgs("why.fits", need=_gib(c.memory.total), avail=_gib(c.memory_available))
+            else:
+                fit = msgs("why.needs", need=_gib(c.memory.total))
+            lines.append(fit)
+        if c.measured_tps is not None:
+            lines.append(msgs("why.measured", tps=f"{c.measured_tps:.1f}"))
+        elif c.est_tps is not None:
+            lines.append(msgs("why.estimated", tps=f"{c.est_tps:.1f}"))
+        if c.quality_source == "kld" and c.quality_cost is not None:
+            lines.append(msgs("why.kld", kld=f"{c.quality_cost:.4f}"))
+        elif art.bpw:
+            lines.append(msgs("why.bpw", bpw=f"{art.bpw:.2f}"))
+    return "\n    ".join(lines)
 
 
 def request_messages(settings: ChatSettings, history: Sequence[ChatMessage]) -> list[Any]:

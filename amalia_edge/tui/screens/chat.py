@@ -17,31 +17,33 @@ whatever went wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Static
 from textual.worker import get_current_worker
 
-from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
+from amalia_edge.errors import ContextOverflowError
 from amalia_edge.runtime.events import Finished, Started, TokenEvent
 from amalia_edge.tui.history import ChatMessage, Conversation
-from amalia_edge.tui.keys import KEYS
+from amalia_edge.tui.keys import KEYS, NOT_SCREEN_BINDINGS
 from amalia_edge.tui.model import LoadedModel, request_messages, sampling_params
 from amalia_edge.tui.settings import ChatSettings
 from amalia_edge.tui.stats import LiveStats, StatsTracker
 from amalia_edge.tui.widgets.messages import MessageList, MessageView
+from amalia_edge.tui.widgets.prompt import PromptInput
 from amalia_edge.tui.widgets.stats import StatsPanel
 
 if TYPE_CHECKING:
-    from amalia_edge.tui.app import ChatApp
+    from amalia_edge.tui.state import ChatHost
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +97,22 @@ class ChatScreen(Screen[None]):
         self._panel: StatsPanel | None = None
         self._stats_shown_at = 0.0
         self._messages: MessageList | None = None
+        self._told_dropped: Conversation | None = None  # the chat already told of dropping
         for key in KEYS:
-            if key.action in ("send", "quit"):
+            if key.action in NOT_SCREEN_BINDINGS:
                 continue
             self._bindings.bind(
                 key.keys,
                 key.action,
-                self.chat_app.msgs(key.label),
+                self.chat_app.msgs(key.footer or key.label),
                 show=key.show,
                 priority=key.priority,
             )
 
     @property
-    def chat_app(self) -> ChatApp:
-        return self.app  # type: ignore[return-value]
+    def chat_app(self) -> ChatHost:
+        """The app, which owns the conversation, the model and the settings."""
+        return cast("ChatHost", self.app)
 
     def compose(self) -> ComposeResult:
         m = self.chat_app.msgs
@@ -117,10 +121,10 @@ class ChatScreen(Screen[None]):
             with Vertical(id="chat-column"):
                 self._messages = MessageList(id="messages")
                 yield self._messages
-                yield Input(placeholder=m("input.placeholder"), id="prompt")
+                yield PromptInput(placeholder=m("input.placeholder"), id="prompt")
             self._panel = StatsPanel(m, id="stats")
             yield self._panel
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.rebuild()
@@ -133,8 +137,8 @@ class ChatScreen(Screen[None]):
         return self._messages
 
     @property
-    def prompt(self) -> Input:
-        return self.query_one("#prompt", Input)
+    def prompt(self) -> PromptInput:
+        return self.query_one("#prompt", PromptInput)
 
     def rebuild(self) -> None:
         """Show the app's current conversation from scratch (new chat, resume)."""
@@ -154,8 +158,8 @@ class ChatScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    async def _submitted(self, event: Input.Submitted) -> None:
+    @on(PromptInput.Submitted, "#prompt")
+    async def _submitted(self, event: PromptInput.Submitted) -> None:
         text = event.value.strip()
         if not text:
             return
@@ -202,23 +206,24 @@ class ChatScreen(Screen[None]):
         self.chat_app.new_conversation()
         self.notify(self.chat_app.msgs("note.new_chat"))
 
-    def action_help(self) -> None:
-        self.chat_app.action_show_help()
+    def action_scroll_up(self) -> None:
+        # Scrolling releases the list's anchor: the reply stops pulling the view down until
+        # the person scrolls back to the bottom (Textual's anchor, see MessageList).
+        self.message_list.scroll_page_up(animate=False)
 
-    def action_settings(self) -> None:
-        self.chat_app.action_show_settings()
+    def action_scroll_down(self) -> None:
+        self.message_list.scroll_page_down(animate=False)
 
-    def action_history(self) -> None:
-        self.chat_app.action_show_history()
-
-    def action_switch_model(self) -> None:
-        self.chat_app.action_show_model()
-
-    def action_why(self) -> None:
-        self.chat_app.action_show_why()
-
-    def action_export(self) -> None:
-        self.chat_app.action_export()
+    def action_copy_reply(self) -> None:
+        """Copy the newest reply to the clipboard (OSC 52: works over SSH and in tmux)."""
+        m = self.chat_app.msgs
+        replies = [v for v in self.message_list.views if v.role == "assistant" and v.text]
+        if not replies:
+            self.notify(m("note.nothing_to_copy"), severity="warning")
+            return
+        text = replies[-1].text
+        self.app.copy_to_clipboard(text)
+        self.notify(m("note.copied", n=len(text)))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -240,17 +245,10 @@ class ChatScreen(Screen[None]):
         return self.message_list.add(role, label, content, streaming=streaming)
 
     def _record(self, message: ChatMessage, conversation: Conversation | None = None) -> None:
-        try:
-            (conversation or self.chat_app.conversation).append(message)
-        except AmaliaEdgeError as exc:
-            # The chat goes on in memory; the person is told the disk refused it.
-            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+        self.chat_app.record(message, conversation)
 
     def _truncate(self, keep: int) -> None:
-        try:
-            self.chat_app.conversation.truncate(keep)
-        except AmaliaEdgeError as exc:
-            self.notify(self.chat_app.msgs("note.history_failed", error=exc), severity="error")
+        self.chat_app.truncate(keep)
         self.message_list.remove_from(keep)
 
     async def _start_reply(self) -> None:
@@ -258,9 +256,12 @@ class ChatScreen(Screen[None]):
         assert loaded is not None
         settings = self.chat_app.settings
         view = self._add_view("assistant", "", streaming=True)
+        self.message_list.anchor()  # a new reply brings the view back to the bottom
         # The reply belongs to this conversation even if a new chat starts before it ends.
         view.conversation = self.chat_app.conversation
         self.generating = True
+        # No number of the previous reply while this prompt is processed.
+        self.show_stats(dataclasses.replace(self.stats.for_new_reply(), state="generating"))
         cancel = self.cancel_event = threading.Event()
         self.post_message(ResponseStarted(view))
         history = list(self.chat_app.conversation.messages)
@@ -316,7 +317,7 @@ class ChatScreen(Screen[None]):
                     # The prompt's figures (PromptProcessed) go with the first token, which
                     # follows at once: a separate update would cost the decode a repaint.
                     flush()
-                    self._tell_dropped(loaded)
+                    self._tell_dropped(loaded, view)
                 elif isinstance(event, Finished):
                     finished = event
         except ContextOverflowError as exc:
@@ -332,11 +333,15 @@ class ChatScreen(Screen[None]):
             return
         self.post_message(ResponseComplete(view, finished, tracker.stats))
 
-    def _tell_dropped(self, loaded: LoadedModel) -> None:
-        # The runtime drops the oldest turns when the chat outgrows the context; say so.
+    def _tell_dropped(self, loaded: LoadedModel, view: MessageView) -> None:
+        # The runtime drops the oldest turns when the chat outgrows the context; say so, once
+        # per conversation (from then on every turn drops some: a toast each turn piled up
+        # over the chat).
         fit = getattr(loaded.model, "last_fit", None)
         dropped = getattr(fit, "dropped", 0)
-        if isinstance(dropped, int) and dropped > 0:
+        conv = view.conversation
+        if isinstance(dropped, int) and dropped > 0 and conv is not self._told_dropped:
+            self._told_dropped = conv
             note = self.chat_app.msgs("note.dropped", n=dropped, n_ctx=loaded.n_ctx or "?")
             self.chat_app.call_from_thread(self.notify, note, severity="warning")
 
@@ -352,9 +357,16 @@ class ChatScreen(Screen[None]):
             self._follow()
 
     def _follow(self) -> None:
+        """Keep the newest text in view unless the person scrolled back to read.
+
+        The list is anchored (it stays at the bottom as content grows, after every layout,
+        including the Markdown that replaces the streamed text and mounts its blocks later);
+        "are we within 3 lines of the bottom?" left a reply that grew by many lines at once
+        with only its first line on screen.
+        """
         messages = self.message_list
-        if messages.max_scroll_y - messages.scroll_y <= 3:  # follow unless the user scrolled up
-            messages.scroll_end(animate=False)
+        if messages.is_anchored and not messages._anchor_released:
+            messages.scroll_end(animate=False, immediate=True)
 
     # -- the worker's outcome -----------------------------------------------------------------
 
@@ -378,9 +390,7 @@ class ChatScreen(Screen[None]):
         view.finish()
         self._follow()
         if fin.reason == "context_full":
-            self.notify(
-                m("note.context_full", n_ctx=message.stats.n_ctx or "?"), severity="warning"
-            )
+            self.notify(self._context_full_note(), severity="warning", timeout=8)
         elif fin.reason == "cancelled":
             view.mark(m("chat.stopped"))
             self.notify(m("note.stopped"))
@@ -401,7 +411,7 @@ class ChatScreen(Screen[None]):
                     "completion_tokens": fin.completion_tokens,
                     "ttft_s": fin.ttft,
                     "decode_tps": fin.decode_tps,
-                    "prompt_tps": fin.prompt_tps,
+                    "prompt_tps": s.prompt_tps,  # the prefill's, as the panel shows it
                     "joules_per_token": s.joules_per_token,
                 },
             ),
@@ -412,7 +422,7 @@ class ChatScreen(Screen[None]):
         self.generating = False
         self.show_stats(self._with_state("idle"))
         if message.context_full:
-            self.notify(message.error, severity="warning", timeout=8)
+            self.notify(self._context_full_note(), severity="warning", timeout=8)
             if message.view.is_attached:
                 message.view.remove()
         else:
@@ -425,7 +435,14 @@ class ChatScreen(Screen[None]):
         if view.is_attached:
             view.remove()
 
-    def _with_state(self, state: Any) -> LiveStats:
-        import dataclasses
+    def _context_full_note(self) -> str:
+        """What to do when the context is full: a larger one only while the model has one."""
+        m, loaded = self.chat_app.msgs, self.chat_app.loaded
+        n_ctx = (loaded.n_ctx if loaded else None) or self.stats.n_ctx
+        top = loaded.n_ctx_max if loaded else None
+        if n_ctx and top and n_ctx < top:
+            return m("note.context_full", n_ctx=n_ctx, max=top)
+        return m("note.context_full_max", n_ctx=n_ctx or "?")
 
+    def _with_state(self, state: Any) -> LiveStats:
         return dataclasses.replace(self.stats, state=state)

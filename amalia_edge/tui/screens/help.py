@@ -17,10 +17,14 @@ from amalia_edge.tui.keys import KEYS
 
 def key_display(keys: str) -> str:
     """``"ctrl+r,f5"`` -> ``"Ctrl+R / F5"`` (how the help lists a binding)."""
+    names = {"escape": "Esc", "pageup": "PageUp", "pagedown": "PageDown"}
     parts = []
     for key in keys.split(","):
-        words = [w.capitalize() if len(w) > 1 else w.upper() for w in key.strip().split("+")]
-        parts.append("+".join(words).replace("Escape", "Esc"))
+        words = [
+            names.get(w, w.capitalize() if len(w) > 1 else w.upper())
+            for w in key.strip().split("+")
+        ]
+        parts.append("+".join(words))
     return " / ".join(parts)
 
 

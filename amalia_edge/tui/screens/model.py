@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Select
 
 from amalia_edge.tui.i18n import Messages
 from amalia_edge.tui.settings import ModelSpec
@@ -19,10 +19,13 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", show=False)]
 
-    def __init__(self, msgs: Messages, current: ModelSpec) -> None:
+    def __init__(self, msgs: Messages, current: ModelSpec, quants: list[str] | None = None) -> None:
         super().__init__()
         self.msgs = msgs
         self.current = current
+        # The artifacts the current model has: a list to pick from rather than a name to
+        # guess (a typo used to unload the working model).
+        self.quants = list(quants or [])
 
     def compose(self) -> ComposeResult:
         m, c = self.msgs, self.current
@@ -34,7 +37,12 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
                 yield Label(m("model.backend"))
                 yield Input(c.backend or "", id="backend", compact=True)
                 yield Label(m("model.quant"))
-                yield Input(c.quant or "", id="quant", compact=True)
+                if self.quants:
+                    options = [(m("model.quant.auto"), ""), *((q, q) for q in self.quants)]
+                    value = c.quant if c.quant in self.quants else ""
+                    yield Select(options, value=value, allow_blank=False, id="quant", compact=True)
+                else:
+                    yield Input(c.quant or "", id="quant", compact=True)
                 yield Label(m("model.ctx"))
                 yield Input(str(c.n_ctx or ""), id="n_ctx", type="integer", compact=True)
             with Horizontal(classes="buttons"):
@@ -43,7 +51,9 @@ class ModelScreen(ModalScreen[ModelSpec | None]):
 
     def read(self) -> ModelSpec:
         def text(name: str) -> str | None:
-            return self.query_one(f"#{name}", Input).value.strip() or None
+            widget = self.query_one(f"#{name}")
+            value = widget.value if isinstance(widget, (Input, Select)) else None
+            return value.strip() or None if isinstance(value, str) else None
 
         raw_ctx = text("n_ctx")
         n_ctx = int(raw_ctx) if raw_ctx and raw_ctx.isdigit() and int(raw_ctx) > 0 else None

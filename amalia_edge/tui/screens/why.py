@@ -18,10 +18,17 @@ class WhyScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,f5,q", "close", show=False)]
 
-    def __init__(self, msgs: Messages, chosen: list[str], rejected: list[str]) -> None:
+    def __init__(
+        self,
+        msgs: Messages,
+        chosen: list[str],
+        rejected: list[str],
+        alternatives: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.msgs = msgs
         self.chosen = chosen
+        self.alternatives = list(alternatives or [])
         self.rejected = rejected
 
     def compose(self) -> ComposeResult:
@@ -33,6 +40,9 @@ class WhyScreen(ModalScreen[None]):
             else:
                 yield Label(m("why.chosen"), classes="why-heading")
                 yield Static("\n".join(f"✓ {line}" for line in self.chosen) or "—")
+                if self.alternatives:
+                    yield Label(m("why.alternatives"), classes="why-heading")
+                    yield Static("\n".join(f"· {line}" for line in self.alternatives))
                 yield Label(m("why.rejected"), classes="why-heading")
                 yield Static("\n".join(f"✗ {line}" for line in self.rejected) or "—")
             yield Label(f"Esc · {m('key.close')}", classes="dialog-hint")

@@ -133,16 +133,19 @@ class MessageView(Vertical):
 
 
 class MessageList(VerticalScroll):
-    """The scrolling list of messages; follows the bottom while a reply streams."""
+    """The scrolling list of messages, anchored to the bottom: it follows a growing reply
+    until the person scrolls up, and again once they scroll back to the end."""
 
     can_focus = False
+
+    def on_mount(self) -> None:
+        self.anchor()
 
     def add(
         self, role: str, label: str, content: str = "", *, streaming: bool = False
     ) -> MessageView:
         view = MessageView(role, label, content, streaming=streaming)
         view.mounted = self.mount(view)
-        self.scroll_end(animate=False)
         return view
 
     @property

@@ -11,13 +11,27 @@ from textual.widgets import Label, Sparkline
 from amalia_edge.tui.i18n import Messages
 from amalia_edge.tui.stats import (
     LiveStats,
-    fmt_bytes,
     fmt_context,
     fmt_energy,
+    fmt_memory,
     fmt_power,
     fmt_rate,
     fmt_seconds,
     fmt_temp,
+)
+
+ROW_LABELS = (
+    "stats.state",
+    "stats.backend",
+    "stats.quant",
+    "stats.prompt_tps",
+    "stats.decode_tps",
+    "stats.ttft",
+    "stats.context",
+    "stats.power",
+    "stats.energy",
+    "stats.memory",
+    "stats.temp",
 )
 
 
@@ -37,18 +51,20 @@ class StatsTable(Widget):
             self.stats = stats
             self.refresh()
 
+    def _label_width(self) -> int:
+        return max(len(self.msgs(k)) for k in ROW_LABELS)
+
     def render(self) -> Table:
         return self._table(self.stats)
 
     def _table(self, s: LiveStats) -> Table:
         m = self.msgs
         table = Table.grid(padding=(0, 1))
-        table.add_column(style="bold", no_wrap=True)
+        # The labels keep their width; a long value is cut instead ("Back…" read as nothing).
+        table.add_column(style="bold", no_wrap=True, min_width=self._label_width())
         table.add_column(no_wrap=True, overflow="ellipsis")
         state = m(f"stats.state.{s.state}")
-        mem = fmt_bytes(s.rss)
-        if s.mem_used is not None:
-            mem += f" / {fmt_bytes(s.mem_used)}"
+        mem = fmt_memory(s.rss, s.mem_share)
         rows = (
             (m("stats.state"), state),
             (m("stats.backend"), s.backend or "—"),
