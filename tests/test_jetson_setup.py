@@ -68,11 +68,12 @@ def test_dry_run_plan_for_jetpack6(tmp_path):
     )
     assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in build and "--no-binary" in build
     assert (
-        f"--index-url {v['JETSON_PIP_INDEX_JP6']} --extra-index-url https://pypi.org/simple "
-        f"onnxruntime-gpu=={v['ONNXRUNTIME_GPU_VERSION']}"
+        "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126 --extra-index-url "
+        "https://pypi.org/simple onnxruntime-gpu==1.21.0"
     ) in out
     assert "pip uninstall -y onnxruntime" in out  # the CPU wheel would shadow the GPU one
-    assert f"install -e {REPO}[tui,plots]" in out
+    assert "pip install cuda-python==12.6.2.post1" in out  # import_cudart() needs it
+    assert f"install -e {REPO}[tui,plots] onnx=={v['ONNX_VERSION']}" in out
     assert "amalia-edge doctor --deep" in out and "check_generation.py" in out
     assert "swapfile" not in out  # 61 GiB + 30 GiB swap: no swap needed
     assert not (tmp_path / "venv").exists()  # dry run changed nothing
@@ -81,14 +82,121 @@ def test_dry_run_plan_for_jetpack6(tmp_path):
 
 
 def test_dry_run_plan_for_jetpack5(tmp_path):
-    v = versions()
     r = setup_sh(tmp_path, "agx-orin-32gb-jp5", "--dry-run")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "L4T:     35.4.1   JetPack: 5.1.2" in out
     assert "python3.10 -m venv --system-site-packages" in out
-    assert "TensorRT backend will be unavailable" in out
-    assert f"--index-url {v['JETSON_PIP_INDEX_JP5']}" in out
+    assert "TensorRT backend unavailable" in out and "Python 3.8" in out
+    # No cp310 onnxruntime-gpu exists for L4T 35: skipped by default, and the dry run says so.
+    assert "onnxruntime-gpu: skipped (skipped on JetPack 5" in out
+    assert "1.16.3" in out and "--onnx-index" in out
+    assert "warning: no onnxruntime-gpu will be installed" in r.stderr
+    assert "onnxruntime-gpu==" not in out and "cuda-python==" not in out
+
+
+# The four JetPack families a board can be on, each a fake tree of a real board's files
+# (tests/fixtures/boards/README.md). What setup.sh must print, from
+# amalia_edge/device/jetson_stack.py (sources cited there).
+FOUR_JETPACKS = {
+    "agx-orin-32gb-jp5": {
+        "l4t": "L4T:     35.4.1   JetPack: 5.1.2",
+        "ort": None,
+        "cuda_python": None,
+        "python": "python3.10",
+    },
+    "agx-orin-32gb-jp60": {
+        "l4t": "L4T:     36.3.0   JetPack: 6.0",
+        "ort": ("1.17.0", "https://pypi.jetson-ai-lab.io/jp6/cu122"),
+        "cuda_python": "12.2.1",
+        "python": "python3",
+    },
+    "agx-orin-64gb-jp6": {
+        "l4t": "L4T:     36.4.3   JetPack: 6.2",
+        "ort": ("1.21.0", "https://pypi.jetson-ai-lab.io/jp6/cu126"),
+        "cuda_python": "12.6.2.post1",
+        "python": "python3",
+    },
+    "agx-orin-64gb-jp72": {
+        "l4t": "L4T:     39.2.0   JetPack: 7.2",
+        "ort": None,
+        "cuda_python": "13.0.3",
+        "python": "python3",
+    },
+}
+
+
+@pytest.mark.parametrize("board", sorted(FOUR_JETPACKS))
+def test_dry_run_force_prints_the_exact_plan_for_each_jetpack(board, tmp_path):
+    """`setup.sh --dry-run --force` on this machine, pointed at each fake board."""
+    want = FOUR_JETPACKS[board]
+    v = versions()
+    r = setup_sh(tmp_path, board, "--dry-run", "--force")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    print(out)  # the plan, for whoever runs this with -s
+    assert want["l4t"] in out
+    assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in out
+    assert f"{want['python']} -m venv --system-site-packages" in out
+    assert f"onnx=={v['ONNX_VERSION']}" in out
+    if want["ort"] is None:
+        assert "onnxruntime-gpu  not installed:" in out
+        assert "warning: no onnxruntime-gpu" in r.stderr
+        assert "install --index-url" not in out
+    else:
+        version, index = want["ort"]
+        assert f"onnxruntime-gpu=={version}  from {index}" in out
+        assert f"--index-url {index} --extra-index-url https://pypi.org/simple" in out
+        assert f"onnxruntime-gpu=={version}" in out
+    if want["cuda_python"] is None:
+        assert "cuda-python: skipped" in out
+    else:
+        assert f"pip install cuda-python=={want['cuda_python']}" in out
+
+
+def _tree_with_release(tmp_path: Path, line: str) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(BOARDS / "agx-orin-64gb-jp6", tree)
+    (tree / "etc" / "nv_tegra_release").write_text(line + "\n")
+    return tree
+
+
+def _run_on(tree: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AMALIA_EDGE_ROOT": str(tree),
+        "AMALIA_EDGE_BIN_PATH": str(FAKE_BIN),
+        "AMALIA_FAKE_LOG": str(tmp_path / "log"),
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run(
+        ["bash", str(JETSON / "setup.sh"), "--venv", str(tmp_path / "venv"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_an_unknown_newer_l4t_is_planned_by_rule(tmp_path):
+    """36.6.0 is newer than the table: JetPack 6.x, the L4T 36.4+ row, and a note saying so."""
+    tree = _tree_with_release(
+        tmp_path, "# R36 (release), REVISION: 6.0, GCID: 1, BOARD: generic, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "L4T:     36.6.0   JetPack: 6.x" in r.stdout
+    assert "not in the L4T table" in r.stdout
+    assert "onnxruntime-gpu==1.21.0" in r.stdout
+
+
+def test_r38_is_thor_only(tmp_path):
+    tree = _tree_with_release(
+        tmp_path, "# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run")
+    assert r.returncode == 1
+    assert "runs only on Jetson Thor" in r.stderr and "fix:" in r.stderr
 
 
 def test_dry_run_offers_swap_on_a_small_board(tmp_path):
@@ -169,9 +277,7 @@ def test_container_uses_the_same_pinned_versions():
         for k in (
             "L4T_JETPACK_IMAGE",
             "LLAMA_CPP_PYTHON_VERSION",
-            "ONNXRUNTIME_GPU_VERSION",
-            "JETSON_PIP_INDEX_JP6",
-            "JETSON_PIP_INDEX_JP5",
+            "ONNX_VERSION",
         )
     ]
     for value in pinned:  # no file repeats a pinned value: versions.env is the one source
