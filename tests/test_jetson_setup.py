@@ -302,6 +302,40 @@ def test_container_uses_the_same_pinned_versions():
     assert "--runtime nvidia" in r.stdout and r.stdout.rstrip().endswith("chat /models/m")
 
 
+def test_container_run_gives_the_probe_the_board(tmp_path):
+    """container.sh run mounts /etc/nv_tegra_release and copies of the device-tree model and
+    compatible strings (jetson-containers' run.sh does the same for the model), and the probe
+    inside, with no /proc/device-tree, still finds the board from them."""
+    board = BOARDS / "agx-orin-64gb-jp6"
+    env = {**os.environ, "AMALIA_EDGE_ROOT": str(board), "TMPDIR": str(tmp_path)}
+    r = subprocess.run(
+        ["bash", str(JETSON / "container.sh"), "run", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    run_line = r.stdout.strip().splitlines()[-1]
+    assert f"-v {board}/etc/nv_tegra_release:/etc/nv_tegra_release:ro" in run_line
+    copies = tmp_path / "amalia-edge-dt"
+    assert f"-v {copies}/nv_jetson_model:/tmp/nv_jetson_model:ro" in run_line
+    assert f"-v {copies}/nv_jetson_compatible:/tmp/nv_jetson_compatible:ro" in run_line
+    assert f"cp {board}/proc/device-tree/model {copies}/nv_jetson_model" in r.stdout
+    # What the container sees: no /proc/device-tree, the mounted files in their places.
+    inside = tmp_path / "container"
+    (inside / "etc").mkdir(parents=True)
+    (inside / "tmp").mkdir()
+    shutil.copy(board / "etc/nv_tegra_release", inside / "etc/nv_tegra_release")
+    for name in ("model", "compatible"):
+        shutil.copy(board / "proc/device-tree" / name, inside / "tmp" / f"nv_jetson_{name}")
+    shutil.copytree(board / "proc", inside / "proc", ignore=shutil.ignore_patterns("device-tree"))
+    from amalia_edge.device import probe
+
+    info = probe(inside)
+    assert info.is_jetson and info.module_id == "p3701-0005"
+    assert info.model == "NVIDIA Jetson AGX Orin Developer Kit" and info.l4t_release == "36.4.3"
+
+
 def test_versions_env_is_plain_key_value():
     for line in (JETSON / "versions.env").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
