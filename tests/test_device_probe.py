@@ -71,7 +71,7 @@ JETSONS = {
         "15W",
         False,
         6,
-        False,
+        True,  # zram from nvzramconfig, on by default (fixture README, SOURCES)
     ),
 }
 

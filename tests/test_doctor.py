@@ -114,8 +114,19 @@ def test_quick_checks_catch_cpu_builds_and_missing_tensorrt(fake_device, tmp_pat
 
 
 def test_nano_without_swap_and_low_memory(fake_device, tmp_path):
-    info = probe(fake_device("orin-nano-8gb-jp6").fsroot())
+    dev = fake_device("orin-nano-8gb-jp6")
     probes = Probes(find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=True, trt=True))
+    # As flashed, a Nano has zram swap (nvzramconfig: half the memory), so swap is ok...
+    c = _by_name(run_checks(probe(dev.fsroot()), probes=probes, min_free=8 * GiB))
+    assert c["swap"].status == "ok" and c["swap"].detail == "3.7 GiB"
+    # ...and with zram disabled (a common tip) there is none: warn, with the fix.
+    meminfo = dev.root / "proc/meminfo"
+    meminfo.write_text(
+        meminfo.read_text()
+        .replace("SwapTotal:       3899790 kB", "SwapTotal:       0 kB")
+        .replace("SwapFree:        3899790 kB", "SwapFree:        0 kB")
+    )
+    info = probe(dev.fsroot())
     c = _by_name(run_checks(info, probes=probes, min_free=8 * GiB))
     assert c["swap"].status == "warn" and "mkswap" in (c["swap"].fix or "")
     assert c["free unified memory"].status == "warn"

@@ -28,7 +28,7 @@ def versions() -> dict[str, str]:
 
 
 def setup_sh(
-    tmp_path: Path, board: str, *args: str, cuda: bool = True
+    tmp_path: Path, board: str, *args: str, cuda: bool = True, path_prepend: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     cuda_home = tmp_path / "cuda"
     (cuda_home / "bin").mkdir(parents=True, exist_ok=True)
@@ -44,6 +44,8 @@ def setup_sh(
         "CUDA_HOME": str(cuda_home),
         "HOME": str(tmp_path),
     }
+    if path_prepend is not None:
+        env["PATH"] = f"{path_prepend}{os.pathsep}{env['PATH']}"
     return subprocess.run(
         ["bash", str(JETSON / "setup.sh"), "--venv", str(tmp_path / "venv"), *args],
         capture_output=True,
@@ -200,13 +202,19 @@ def test_r38_is_thor_only(tmp_path):
 
 
 def test_dry_run_offers_swap_on_a_small_board(tmp_path):
-    r = setup_sh(tmp_path, "orin-nano-8gb-jp6", "--dry-run")
+    # A many-core machine, so the job count is bound by memory + swap, not by the cores.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "nproc").write_text("#!/bin/sh\necho 64\n")
+    (fake_bin / "nproc").chmod(0o755)
+    r = setup_sh(tmp_path, "orin-nano-8gb-jp6", "--dry-run", path_prepend=fake_bin)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "memory 7 GiB + swap 0 GiB" in out
+    assert "memory 7 GiB + swap 3 GiB" in out  # the zram a flashed Nano has
     assert re.search(r"\+ (sudo )?fallocate -l 16G /swapfile", out)
     assert re.search(r"\+ (sudo )?swapon /swapfile", out)
-    assert "CMAKE_BUILD_PARALLEL_LEVEL=" in out
+    # the job count counts the swap file added above: (7 + 3 + 16) / 2 = 13, not (7 + 3) / 2
+    assert "CMAKE_BUILD_PARALLEL_LEVEL=13 " in out
 
 
 def test_dry_run_warns_when_nvcc_is_missing(tmp_path):
