@@ -174,7 +174,7 @@ if [[ -z "$DETECTED_STACK" ]]; then
             "flash JetPack 6.2 (or 5.1.x / 7.2) with SDK Manager, or pass --force"
     fi
     note "unsupported L4T: continuing because of --force, with the L4T 36.4 plan"
-    eval "$(detect --l4t 36.4.0 | grep -v -E '^DETECTED_(IS_JETSON|L4T|JETPACK|JETPACK_MAJOR)=')"
+    eval "$(detect --plan 36.4.0 | grep -v -E '^DETECTED_(IS_JETSON|L4T|JETPACK|JETPACK_MAJOR)=')"
 fi
 
 case "$DETECTED_JETPACK_MAJOR" in

@@ -260,6 +260,17 @@ def test_refuses_an_unsupported_l4t(tmp_path):
     assert "unsupported L4T release '32.7.4' (JetPack '4.x')" in r.stderr and "fix:" in r.stderr
 
 
+def test_force_on_an_unsupported_l4t_plans_with_the_l4t_36_4_row(tmp_path):
+    tree = _tree_with_release(
+        tmp_path, "# R32 (release), REVISION: 7.4, GCID: 1, BOARD: t210ref, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "L4T:     32.7.4   JetPack: 4.x" in r.stdout
+    assert "plan for JetPack 6.1 / 6.2.x (L4T 36.4-36.5)" in r.stdout
+    assert "onnxruntime-gpu==1.21.0  from https://pypi.jetson-ai-lab.io/jp6/cu126" in r.stdout
+
+
 def test_unknown_option_says_what_to_do(tmp_path):
     r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--bogus")
     assert r.returncode == 1 and "unknown option: --bogus" in r.stderr and "--help" in r.stderr

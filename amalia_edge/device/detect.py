@@ -19,7 +19,11 @@ from amalia_edge.device.l4t import parse_l4t_version
 from amalia_edge.device.probe import probe
 
 
-def shell_vars(root: str | None = None, l4t: str | None = None) -> dict[str, str]:
+def shell_vars(
+    root: str | None = None, l4t: str | None = None, plan: str | None = None
+) -> dict[str, str]:
+    """``l4t``: the release to plan for when the tree has none; ``plan``: plan for this
+    release whatever the tree says (``setup.sh --force`` on an unsupported release)."""
     info = probe(root)
     gib = 1 << 30
 
@@ -42,6 +46,10 @@ def shell_vars(root: str | None = None, l4t: str | None = None) -> dict[str, str
     planned = info.l4t_release or l4t
     rel = parse_l4t_version(planned) if planned else None
     stack, note = stack_for(rel) if rel is not None else (None, "")
+    if plan is not None:
+        planned_rel = parse_l4t_version(plan)
+        stack = stack_for(planned_rel)[0] if planned_rel is not None else None
+        note = f"planned as L4T {plan} (--plan)"
     if rel is not None and not info.l4t_release:
         out["L4T"] = rel.version
         out["JETPACK"] = s(rel.jetpack)
@@ -74,12 +82,14 @@ def shell_vars(root: str | None = None, l4t: str | None = None) -> dict[str, str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    l4t = None
-    if "--l4t" in args:
-        i = args.index("--l4t")
-        l4t = args[i + 1] if i + 1 < len(args) else None
-        del args[i : i + 2]
-    for key, value in shell_vars(args[0] if args else None, l4t).items():
+    opts: dict[str, str | None] = {"--l4t": None, "--plan": None}
+    for flag in opts:
+        if flag in args:
+            i = args.index(flag)
+            opts[flag] = args[i + 1] if i + 1 < len(args) else None
+            del args[i : i + 2]
+    values = shell_vars(args[0] if args else None, opts["--l4t"], opts["--plan"])
+    for key, value in values.items():
         print(f"DETECTED_{key}={shlex.quote(value)}")
     return 0
 
