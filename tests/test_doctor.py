@@ -38,7 +38,10 @@ def _fake_packages(
     cuda_python: str | None = "bindings",
 ) -> Callable[[str], Path | None]:
     """Package directories laid out like installed llama_cpp / onnxruntime / tensorrt / onnx /
-    cuda-python (``cuda/bindings/`` since 12.6, ``cuda/cudart*.so`` before; pip show -f)."""
+    cuda-python (``cuda/bindings/`` since 12.6, ``cuda/cudart*.so`` before). The new layout as
+    seen on a real cuda-bindings 13.3.1 install (an H200 machine, 2026-12-04): ``cuda`` is a
+    namespace package (no ``__init__``) holding ``bindings/``, ``core/``, ``pathfinder/``, and
+    ``from cuda.bindings import runtime`` works while ``from cuda import cudart`` does not."""
     pkgs: dict[str, Path] = {}
     llama = tmp_path / "site" / "llama_cpp" / "lib"
     llama.mkdir(parents=True, exist_ok=True)
