@@ -5,22 +5,29 @@
 #                   [--skip-onnx] [--skip-verify] [--container]
 #
 # Steps (each skipped when already done, so the script can be run again at any time):
-#   1. detect the board, L4T and JetPack (5.1.x or 6.x) with amalia_edge.device.detect
+#   1. detect the board, L4T and JetPack with amalia_edge.device.detect, and look the L4T
+#      release up in amalia_edge/device/jetson_stack.py: which onnxruntime-gpu (version and
+#      wheel index), which cuda-python, and whether the TensorRT backend can work there;
+#      print that plan (every package, version and index) before doing anything
 #   2. check free disk, memory and swap before compiling; offer to add a swap file
 #   3. install the apt packages the build needs
 #   4. create a virtual environment with --system-site-packages, so JetPack's TensorRT
 #      Python bindings (python3-libnvinfer, system Python only) stay importable
 #   5. build llama-cpp-python with CUDA for compute capability 8.7
-#   6. install onnxruntime-gpu from the Jetson wheel index for this JetPack
-#   7. install amalia-edge itself (editable)
+#   6. install onnxruntime-gpu from the Jetson wheel index for this L4T release (skipped, with
+#      the reason, where no wheel fits: JetPack 5 and 7), and cuda-python for TensorRT
+#   7. install amalia-edge itself (editable) and onnx, which both ONNX backends import
 #   8. run `amalia-edge doctor --deep` and a short generation on the demo model that must
 #      report the GPU backend
 #
-# Every failure stops with what went wrong and what to do. Versions come from
-# jetson/versions.env (the same file the container build reads).
+# Every failure stops with what went wrong and what to do. Versions that do not depend on
+# the L4T release come from jetson/versions.env (the same file the container build reads);
+# the ones that do come from amalia_edge/device/jetson_stack.py.
 #
-# For tests: AMALIA_EDGE_ROOT points the detection at a fake /proc, /sys, /etc tree and
-# AMALIA_EDGE_BIN_PATH at fake nvpmodel/jetson_clocks; --dry-run only prints the plan.
+# Fake boards: AMALIA_EDGE_ROOT points the detection at a fake /proc, /sys, /etc tree (a
+# copy of a board's files) and AMALIA_EDGE_BIN_PATH at fake nvpmodel/jetson_clocks; with
+# --dry-run --force this prints, on any machine, the exact plan for that board.
+# ONNXRUNTIME_GPU_VERSION=X with --onnx-index URL installs a wheel the table does not list.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,7 +55,7 @@ if [[ "$(id -u)" == "0" ]]; then
 fi
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 say() { printf '==> %s\n' "$*"; }
@@ -109,7 +116,10 @@ command -v "$SYSTEM_PYTHON" >/dev/null 2>&1 \
     || die "$SYSTEM_PYTHON not found" "install it: sudo apt-get install -y python3"
 # amalia_edge.device.detect needs only the standard library: it runs before any install,
 # and setup.sh uses the same board and L4T -> JetPack tables as the package.
-DETECT_OUTPUT="$(PYTHONPATH="$REPO" "$SYSTEM_PYTHON" -m amalia_edge.device.detect "$ROOT")" \
+detect() {
+    PYTHONPATH="$REPO" "$SYSTEM_PYTHON" -m amalia_edge.device.detect "$ROOT" "$@"
+}
+DETECT_OUTPUT="$(detect)" \
     || die "board detection failed" "run: PYTHONPATH=$REPO $SYSTEM_PYTHON -m amalia_edge.device.detect"
 DETECTED_IS_JETSON=0
 DETECTED_L4T=""
@@ -120,6 +130,19 @@ DETECTED_CUDA_CC=""
 DETECTED_MEM_TOTAL_GIB=""
 DETECTED_SWAP_TOTAL_GIB=""
 DETECTED_POWER_MODE=""
+DETECTED_THOR_ONLY=0
+DETECTED_STACK=""
+DETECTED_STACK_NOTE=""
+DETECTED_STACK_CUDA=""
+DETECTED_STACK_TENSORRT=""
+DETECTED_ORT_VERSION=""
+DETECTED_ORT_INDEX=""
+DETECTED_ORT_NOTE=""
+DETECTED_ORT_NUMPY=""
+DETECTED_CUDA_PYTHON_VERSION=""
+DETECTED_CUDA_PYTHON_NOTE=""
+DETECTED_TENSORRT_OK=0
+DETECTED_TENSORRT_NOTE=""
 eval "$DETECT_OUTPUT"
 
 if [[ "$DETECTED_IS_JETSON" != "1" ]]; then
@@ -127,36 +150,74 @@ if [[ "$DETECTED_IS_JETSON" != "1" ]]; then
         die "this is not a Jetson (no /etc/nv_tegra_release, device tree not nvidia,tegra)" \
             "on a workstation install with: pip install -e '.[all]' (see README); or pass --force to run this Jetson build anyway"
     fi
-    note "not a Jetson: continuing because of --force (workstation build)"
-    DETECTED_JETPACK_MAJOR="${JETPACK_MAJOR:-6}"
+    # A container build on a workstation: plan for the release of the base image (or
+    # $L4T_VERSION), the release the container will run on.
+    PLAN_L4T="${L4T_VERSION:-${L4T_JETPACK_IMAGE##*:r}}"
+    note "not a Jetson: continuing because of --force, planning for L4T $PLAN_L4T"
+    DETECT_OUTPUT="$(detect --l4t "$PLAN_L4T")" || die "board detection failed" "see above"
+    eval "$DETECT_OUTPUT"
 fi
 note "board:   ${DETECTED_BOARD_NAME:-unknown}"
 note "L4T:     ${DETECTED_L4T:-unknown}   JetPack: ${DETECTED_JETPACK:-unknown}"
 note "CUDA:    compute capability ${DETECTED_CUDA_CC:-unknown}"
+if [[ -n "$DETECTED_STACK_NOTE" ]]; then
+    note "note:    $DETECTED_STACK_NOTE"
+fi
+
+if [[ "$DETECTED_THOR_ONLY" == "1" && "$FORCE" != "1" ]]; then
+    die "L4T ${DETECTED_L4T} (JetPack ${DETECTED_JETPACK}) runs only on Jetson Thor; this kit builds for Orin (sm_87)" \
+        "on an Orin flash JetPack 6.2 (L4T 36.4) or 7.2 (L4T 39.2) with SDK Manager, or pass --force"
+fi
+if [[ -z "$DETECTED_STACK" ]]; then
+    if [[ "$FORCE" != "1" ]]; then
+        die "unsupported L4T release '${DETECTED_L4T:-unknown}' (JetPack '${DETECTED_JETPACK:-unknown}')" \
+            "flash JetPack 6.2 (or 5.1.x / 7.2) with SDK Manager, or pass --force"
+    fi
+    note "unsupported L4T: continuing because of --force, with the L4T 36.4 plan"
+    eval "$(detect --plan 36.4.0 | grep -v -E '^DETECTED_(IS_JETSON|L4T|JETPACK|JETPACK_MAJOR)=')"
+fi
 
 case "$DETECTED_JETPACK_MAJOR" in
-    6)
-        TARGET_PYTHON="${PYTHON:-python3}"
-        DEFAULT_INDEX="$JETSON_PIP_INDEX_JP6"
-        ;;
     5)
         # JetPack 5 is Ubuntu 20.04 with Python 3.8; amalia-edge needs 3.10, which comes from
-        # the deadsnakes PPA. JetPack 5's TensorRT bindings exist for 3.8 only, so the
-        # TensorRT backend is unavailable there; llama.cpp and ONNX Runtime work.
+        # the deadsnakes PPA.
         TARGET_PYTHON="${PYTHON:-python3.10}"
-        DEFAULT_INDEX="$JETSON_PIP_INDEX_JP5"
-        note "JetPack 5: using $TARGET_PYTHON (JetPack 5 ships Python 3.8; TensorRT's Python bindings are 3.8-only, so the TensorRT backend will be unavailable)"
         ;;
     *)
-        if [[ "$FORCE" != "1" ]]; then
-            die "unsupported L4T release '${DETECTED_L4T:-unknown}' (JetPack '${DETECTED_JETPACK:-unknown}')" \
-                "flash JetPack 6 (or 5.1.x) with SDK Manager, or pass --force"
-        fi
+        # JetPack 6: Python 3.10 (Ubuntu 22.04); JetPack 7: Python 3.12 (Ubuntu 24.04).
         TARGET_PYTHON="${PYTHON:-python3}"
-        DEFAULT_INDEX="$JETSON_PIP_INDEX_JP6"
         ;;
 esac
-ONNX_INDEX="${ONNX_INDEX:-$DEFAULT_INDEX}"
+
+# What this release gets: onnxruntime-gpu (version + index), cuda-python, TensorRT.
+ORT_VERSION="${ONNXRUNTIME_GPU_VERSION:-$DETECTED_ORT_VERSION}"
+ONNX_INDEX="${ONNX_INDEX:-$DETECTED_ORT_INDEX}"
+ORT_SKIP_WHY=""
+if [[ "$SKIP_ONNX" == "1" ]]; then
+    ORT_SKIP_WHY="--skip-onnx"
+elif [[ -z "$ORT_VERSION" || -z "$ONNX_INDEX" ]]; then
+    ORT_SKIP_WHY="$DETECTED_ORT_NOTE"
+fi
+say "plan for ${DETECTED_STACK} (CUDA ${DETECTED_STACK_CUDA}, TensorRT ${DETECTED_STACK_TENSORRT})"
+note "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION  built here with CUDA for sm_$CUDA_ARCHITECTURES (from PyPI source)"
+if [[ -z "$ORT_SKIP_WHY" ]]; then
+    note "onnxruntime-gpu==$ORT_VERSION  from $ONNX_INDEX${DETECTED_ORT_NUMPY:+ (with $DETECTED_ORT_NUMPY)}"
+else
+    note "onnxruntime-gpu  not installed: $ORT_SKIP_WHY"
+    printf 'setup.sh: warning: no onnxruntime-gpu will be installed, so the ONNX Runtime backend has no GPU here\n' >&2
+fi
+if [[ -n "$DETECTED_CUDA_PYTHON_VERSION" ]]; then
+    note "cuda-python==$DETECTED_CUDA_PYTHON_VERSION  from PyPI (the TensorRT backend's CUDA runtime bindings)"
+else
+    note "cuda-python  not installed: $DETECTED_CUDA_PYTHON_NOTE"
+fi
+note "onnx==$ONNX_VERSION  from PyPI (read by both ONNX backends)"
+note "amalia-edge[tui,plots]  editable, from $REPO"
+if [[ "$DETECTED_TENSORRT_OK" == "1" ]]; then
+    note "TensorRT: $DETECTED_TENSORRT_NOTE"
+else
+    note "TensorRT backend unavailable: $DETECTED_TENSORRT_NOTE"
+fi
 
 # ---------------------------------------------------------------- 2. resources
 say "checking disk, memory and swap before compiling"
@@ -190,12 +251,14 @@ elif (( MEM_GB + SWAP_GB < MIN_MEMORY_PLUS_SWAP_GB )); then
         run ${SUDO:+"$SUDO"} mkswap /swapfile
         run ${SUDO:+"$SUDO"} swapon /swapfile
         note "to keep it after reboot add to /etc/fstab: /swapfile none swap sw 0 0"
+        SWAP_GB=$(( SWAP_GB + SWAP_FILE_GB ))
     else
         die "not enough memory + swap to compile llama.cpp with CUDA" \
             "add swap (sudo fallocate -l ${SWAP_FILE_GB}G /swapfile && sudo chmod 600 /swapfile && sudo mkswap /swapfile && sudo swapon /swapfile), then run setup.sh again"
     fi
 fi
-# nvcc jobs use 1-2 GB each: one job per 2 GiB of memory + swap, at most one per core.
+# nvcc jobs use 1-2 GB each: one job per 2 GiB of memory + swap (counting a swap file added
+# above), at most one per core.
 JOBS=$(( (MEM_GB + SWAP_GB) / 2 ))
 CORES="$(nproc)"
 if (( JOBS > CORES )); then JOBS="$CORES"; fi
@@ -293,32 +356,44 @@ else
     fi
 fi
 
-# ---------------------------------------------------------------- 6. onnxruntime-gpu
-if [[ "$SKIP_ONNX" == "1" ]]; then
-    say "onnxruntime-gpu: skipped (--skip-onnx)"
+# ---------------------------------------------------------------- 6. onnxruntime-gpu, cuda-python
+if [[ -n "$ORT_SKIP_WHY" ]]; then
+    say "onnxruntime-gpu: skipped ($ORT_SKIP_WHY)"
 else
-    say "onnxruntime-gpu $ONNXRUNTIME_GPU_VERSION from $ONNX_INDEX"
+    say "onnxruntime-gpu $ORT_VERSION from $ONNX_INDEX"
     installed_ort=""
     if [[ -x "$VENV/bin/python" ]]; then
         installed_ort="$("$VENV/bin/python" -m pip show onnxruntime-gpu 2>/dev/null | sed -n 's/^Version: //p' || true)"
     fi
-    if [[ "$DRY_RUN" == "0" && "$installed_ort" == "$ONNXRUNTIME_GPU_VERSION" ]]; then
+    if [[ "$DRY_RUN" == "0" && "$installed_ort" == "$ORT_VERSION" ]]; then
         note "already installed; skipped"
     else
         # The CPU wheel "onnxruntime" provides the same module and would shadow the GPU one.
         run "${PIP[@]}" uninstall -y onnxruntime
+        ORT_REQS=("onnxruntime-gpu==$ORT_VERSION")
+        if [[ -n "$DETECTED_ORT_NUMPY" ]]; then
+            ORT_REQS+=("$DETECTED_ORT_NUMPY")
+        fi
         if ! run "${PIP[@]}" install --index-url "$ONNX_INDEX" --extra-index-url https://pypi.org/simple \
-            "onnxruntime-gpu==$ONNXRUNTIME_GPU_VERSION"; then
-            die "onnxruntime-gpu $ONNXRUNTIME_GPU_VERSION is not available from $ONNX_INDEX" \
-                "pass another index with --onnx-index URL (see https://pypi.jetson-ai-lab.io), or --skip-onnx to go on with llama.cpp and TensorRT"
+            "${ORT_REQS[@]}"; then
+            die "onnxruntime-gpu $ORT_VERSION is not available from $ONNX_INDEX" \
+                "pass another index with --onnx-index URL and ONNXRUNTIME_GPU_VERSION=X (see https://pypi.jetson-ai-lab.io), or --skip-onnx to go on with llama.cpp and TensorRT"
         fi
     fi
+fi
+if [[ -n "$DETECTED_CUDA_PYTHON_VERSION" ]]; then
+    say "cuda-python $DETECTED_CUDA_PYTHON_VERSION (CUDA runtime bindings for the TensorRT backend)"
+    run "${PIP[@]}" install "cuda-python==$DETECTED_CUDA_PYTHON_VERSION"
+else
+    say "cuda-python: skipped ($DETECTED_CUDA_PYTHON_NOTE)"
 fi
 
 # ---------------------------------------------------------------- 7. amalia-edge
 say "amalia-edge (editable, from $REPO)"
-# Only the extras that do not pull CPU builds of GPU libraries: not [llama] or [onnx].
-run "${PIP[@]}" install -e "${REPO}[tui,plots]"
+# Only the extras that do not pull CPU builds of GPU libraries: not [llama] or [onnx] (its
+# onnxruntime CPU wheel would shadow onnxruntime-gpu). onnx itself is needed: both ONNX
+# backends and the TensorRT builder read the graph's metadata with it.
+run "${PIP[@]}" install -e "${REPO}[tui,plots]" "onnx==$ONNX_VERSION"
 
 # ---------------------------------------------------------------- 8. verify
 if [[ "$SKIP_VERIFY" == "1" || "$CONTAINER" == "1" ]]; then

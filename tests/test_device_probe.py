@@ -10,7 +10,8 @@ from amalia_edge.device import BOARDS, BOARDS_BY_ID, lookup_board, probe
 from amalia_edge.device.boards import fastest_mode_name, module_ids_from_compatible
 from amalia_edge.device.detect import main as detect_main
 from amalia_edge.device.fsroot import CommandRunner, FsRoot
-from amalia_edge.device.l4t import L4T_TO_JETPACK, parse_nv_tegra_release
+from amalia_edge.device.jetson_stack import stack_for
+from amalia_edge.device.l4t import L4T_TO_JETPACK, parse_l4t_version, parse_nv_tegra_release
 from amalia_edge.device.probe import parse_cpuinfo, parse_meminfo
 
 GiB = 1 << 30
@@ -39,6 +40,28 @@ JETSONS = {
         8,
         True,
     ),
+    "agx-orin-32gb-jp60": (
+        "p3701-0000",
+        "Jetson AGX Orin 32GB (developer kit module)",
+        "36.3.0",
+        "6.0",
+        204.8,
+        "MODE_30W",
+        False,
+        8,  # MODE_30W takes cores 8-11 offline (the real 32GB line: "...,off,off,off,off]")
+        True,
+    ),
+    "agx-orin-64gb-jp72": (
+        "p3701-0005",
+        "Jetson AGX Orin 64GB",
+        "39.2.0",
+        "7.2",
+        204.8,
+        "MAXN",
+        True,
+        12,
+        True,
+    ),
     "orin-nano-8gb-jp6": (
         "p3767-0005",
         "Jetson Orin Nano 8GB (developer kit module)",
@@ -48,7 +71,7 @@ JETSONS = {
         "15W",
         False,
         6,
-        False,
+        True,  # zram from nvzramconfig, on by default (fixture README, SOURCES)
     ),
 }
 
@@ -231,6 +254,56 @@ def test_l4t_parse(line, version, jetpack):
 def test_l4t_table_and_garbage():
     assert L4T_TO_JETPACK["36.4.3"] == "6.2" and L4T_TO_JETPACK["35.4.1"] == "5.1.2"
     assert parse_nv_tegra_release("not a release file") is None
+
+
+# Releases the issue found missing, each with the JetPack its source gives
+# (amalia_edge/device/l4t.py cites jetson-containers' l4t_version.py and the JetPack archive).
+@pytest.mark.parametrize(
+    ("l4t", "jetpack"),
+    [
+        ("35.6.2", "5.1.5"),
+        ("35.6.4", "5.1.6"),
+        ("36.4.2", "6.1.1"),
+        ("36.4.7", "6.2.1"),  # jetson_stats issues #768, #797: "not supported for L4T 36.4.7"
+        ("36.5.0", "6.2.2"),
+        ("39.2.0", "7.2"),
+    ],
+)
+def test_l4t_table_has_the_releases_boards_report(l4t, jetpack):
+    assert L4T_TO_JETPACK[l4t] == jetpack
+    rel = parse_l4t_version(l4t)
+    assert rel is not None and rel.jetpack == jetpack and rel.in_table
+
+
+@pytest.mark.parametrize(
+    ("l4t", "jetpack", "stack"),
+    [
+        ("35.6.3", "5.x", "JetPack 5.1.x (L4T 35)"),
+        ("36.6.0", "6.x", "JetPack 6.1 / 6.2.x (L4T 36.4-36.5)"),
+        ("39.4.0", "7.x", "JetPack 7.2+ (L4T 39)"),
+        ("40.1.0", "7.x", "JetPack 7.2+ (L4T 39)"),  # a major newer than the table
+    ],
+)
+def test_an_unknown_l4t_is_handled_by_rule(l4t, jetpack, stack):
+    rel = parse_l4t_version(l4t)
+    assert rel is not None and not rel.in_table and rel.jetpack == jetpack
+    row, note = stack_for(rel)
+    assert row is not None and row.name == stack and l4t in note
+
+
+def test_r38_is_thor_only_and_old_l4t_has_no_stack():
+    rel = parse_l4t_version("38.2.0")
+    assert rel is not None and rel.thor_only and rel.jetpack == "7.0"
+    old = parse_l4t_version("32.7.4")
+    assert old is not None and old.jetpack == "4.x" and stack_for(old)[0] is None
+
+
+def test_the_32gb_devkit_module_has_the_50w_mode():
+    """p3701-0000: MAXN / 15 W / 30 W / 50 W (jetson_stats' AGX Orin nvpmodel emulator,
+    NVIDIA forum t/323456), not the 40 W of the 32GB production module."""
+    devkit = BOARDS_BY_ID["p3701-0000"]
+    assert [m.name for m in devkit.power_modes] == ["MAXN", "MODE_15W", "MODE_30W", "MODE_50W"]
+    assert [m.id for m in devkit.power_modes] == [0, 1, 2, 3]
 
 
 def test_meminfo_and_cpuinfo_parsers():

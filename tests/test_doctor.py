@@ -29,9 +29,19 @@ GiB = 1 << 30
 
 
 def _fake_packages(
-    tmp_path: Path, *, llama_cuda: bool, ort_cuda: bool, trt: bool
+    tmp_path: Path,
+    *,
+    llama_cuda: bool,
+    ort_cuda: bool,
+    trt: bool,
+    onnx: bool = True,
+    cuda_python: str | None = "bindings",
 ) -> Callable[[str], Path | None]:
-    """Package directories laid out like installed llama_cpp / onnxruntime / tensorrt."""
+    """Package directories laid out like installed llama_cpp / onnxruntime / tensorrt / onnx /
+    cuda-python (``cuda/bindings/`` since 12.6, ``cuda/cudart*.so`` before). The new layout as
+    seen on a real cuda-bindings 13.3.1 install (an H200 machine, 2026-12-04): ``cuda`` is a
+    namespace package (no ``__init__``) holding ``bindings/``, ``core/``, ``pathfinder/``, and
+    ``from cuda.bindings import runtime`` works while ``from cuda import cudart`` does not."""
     pkgs: dict[str, Path] = {}
     llama = tmp_path / "site" / "llama_cpp" / "lib"
     llama.mkdir(parents=True, exist_ok=True)
@@ -49,6 +59,17 @@ def _fake_packages(
     if trt:
         (tmp_path / "site" / "tensorrt").mkdir(exist_ok=True)
         pkgs["tensorrt"] = tmp_path / "site" / "tensorrt"
+    if onnx:
+        (tmp_path / "site" / "onnx").mkdir(exist_ok=True)
+        pkgs["onnx"] = tmp_path / "site" / "onnx"
+    if cuda_python is not None:
+        cuda = tmp_path / "site" / "cuda"
+        cuda.mkdir(exist_ok=True)
+        if cuda_python == "bindings":
+            (cuda / "bindings").mkdir(exist_ok=True)
+        else:
+            (cuda / "cudart.cpython-310-aarch64-linux-gnu.so").touch()
+        pkgs["cuda"] = cuda
     return pkgs.get
 
 
@@ -65,9 +86,9 @@ def test_quick_checks_on_a_well_set_up_agx_orin(fake_device, tmp_path):
         find_package=_fake_packages(tmp_path / "cpu", llama_cuda=True, ort_cuda=False, trt=True)
     )
     ort = _by_name(run_checks(info, probes=cpu_only))["ONNX Runtime GPU providers"]
-    assert ort.status == "fail" and "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126" in (
-        ort.fix or ""
-    )
+    assert ort.status == "fail" and (
+        "onnxruntime-gpu==1.21.0 --index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
+    ) in (ort.fix or "")
     assert [c.name for c in checks][-2:] == ["power mode", "jetson_clocks"]
 
 
@@ -79,10 +100,13 @@ def test_quick_checks_catch_cpu_builds_and_missing_tensorrt(fake_device, tmp_pat
     c = _by_name(run_checks(info, probes=probes))
     assert c["llama.cpp CUDA build"].status == "fail"
     assert "-DCMAKE_CUDA_ARCHITECTURES=87" in (c["llama.cpp CUDA build"].fix or "")
-    assert c["ONNX Runtime GPU providers"].status == "fail"
-    assert "jetson/setup.sh" in (c["ONNX Runtime GPU providers"].fix or "")
-    assert c["TensorRT Python bindings"].status == "fail"
-    assert "--system-site-packages" in (c["TensorRT Python bindings"].fix or "")
+    # No onnxruntime-gpu wheel exists for JetPack 5 in the kit's Python: a warning with why.
+    assert c["ONNX Runtime GPU providers"].status == "warn"
+    assert "1.16.3" in (c["ONNX Runtime GPU providers"].fix or "")
+    # JetPack 5's TensorRT bindings are Python 3.8 only: not a failure of this install, and
+    # the fix names the upgrade (amalia_edge/device/jetson_stack.py).
+    assert c["TensorRT backend"].status == "warn"
+    assert "JetPack 6.1" in (c["TensorRT backend"].fix or "")
     assert (
         c["power mode"].status == "warn"
         and c["power mode"].fix == "sudo amalia-edge power --set MAXN"
@@ -93,8 +117,19 @@ def test_quick_checks_catch_cpu_builds_and_missing_tensorrt(fake_device, tmp_pat
 
 
 def test_nano_without_swap_and_low_memory(fake_device, tmp_path):
-    info = probe(fake_device("orin-nano-8gb-jp6").fsroot())
+    dev = fake_device("orin-nano-8gb-jp6")
     probes = Probes(find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=True, trt=True))
+    # As flashed, a Nano has zram swap (nvzramconfig: half the memory), so swap is ok...
+    c = _by_name(run_checks(probe(dev.fsroot()), probes=probes, min_free=8 * GiB))
+    assert c["swap"].status == "ok" and c["swap"].detail == "3.7 GiB"
+    # ...and with zram disabled (a common tip) there is none: warn, with the fix.
+    meminfo = dev.root / "proc/meminfo"
+    meminfo.write_text(
+        meminfo.read_text()
+        .replace("SwapTotal:       3899790 kB", "SwapTotal:       0 kB")
+        .replace("SwapFree:        3899790 kB", "SwapFree:        0 kB")
+    )
+    info = probe(dev.fsroot())
     c = _by_name(run_checks(info, probes=probes, min_free=8 * GiB))
     assert c["swap"].status == "warn" and "mkswap" in (c["swap"].fix or "")
     assert c["free unified memory"].status == "warn"
@@ -102,12 +137,13 @@ def test_nano_without_swap_and_low_memory(fake_device, tmp_path):
     assert c["power mode"].status == "ok"  # 15W is the Nano's fastest mode on JetPack 6.1
 
 
-def _deep_probes(tmp_path, llama=None, ort=None, trt="10.3.0"):
+def _deep_probes(tmp_path, llama=None, ort=None, trt="10.3.0", cudart="cuda.bindings.runtime"):
     return Probes(
         find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=True, trt=True),
         llama_build=lambda: llama,
         ort_session=lambda: ort,
         tensorrt_version=lambda: trt,
+        cudart=lambda: cudart,
     )
 
 
@@ -144,8 +180,67 @@ def test_deep_onnxruntime_check_reads_initialized_providers(fake_device, tmp_pat
     for sess, status in cases:
         check = check_onnxruntime(info, True, _deep_probes(tmp_path, ort=sess))
         assert check.status == status, (sess, check)
-    assert check_tensorrt(info, True, _deep_probes(tmp_path)).detail == "TensorRT 10.3.0"
+    assert check_tensorrt(info, True, _deep_probes(tmp_path)).detail == (
+        "TensorRT 10.3.0, CUDA runtime from cuda.bindings.runtime"
+    )
     assert check_tensorrt(info, True, _deep_probes(tmp_path, trt=None)).status == "fail"
+
+
+@pytest.mark.parametrize(
+    ("board", "cuda_python"),
+    [("agx-orin-64gb-jp6", "12.6.2.post1"), ("agx-orin-32gb-jp60", "12.2.1")],
+)
+def test_tensorrt_check_fails_without_cuda_python(fake_device, tmp_path, board, cuda_python):
+    """import_cudart() is the TensorRT backend's other real dependency: tensorrt alone is not ok."""
+    info = probe(fake_device(board).fsroot())
+    quick = Probes(
+        find_package=_fake_packages(
+            tmp_path, llama_cuda=True, ort_cuda=True, trt=True, cuda_python=None
+        )
+    )
+    check = check_tensorrt(info, False, quick)
+    assert check.status == "fail" and "cuda-python" in check.detail
+    assert f"pip install cuda-python=={cuda_python}" in (check.fix or "")
+    old_layout = Probes(
+        find_package=_fake_packages(
+            tmp_path / "old", llama_cuda=True, ort_cuda=True, trt=True, cuda_python="cudart"
+        )
+    )
+    assert check_tensorrt(info, False, old_layout).status == "ok"
+    deep = check_tensorrt(info, True, _deep_probes(tmp_path, cudart=None))
+    assert deep.status == "fail" and "does not import" in deep.detail
+
+
+def test_tensorrt_check_fails_without_tensorrt_on_jetpack6(fake_device, tmp_path):
+    info = probe(fake_device("agx-orin-64gb-jp6").fsroot())
+    probes = Probes(
+        find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=True, trt=False)
+    )
+    check = check_tensorrt(info, False, probes)
+    assert check.status == "fail" and "--system-site-packages" in (check.fix or "")
+
+
+def test_onnxruntime_check_fails_without_onnx(fake_device, tmp_path):
+    """Both ONNX backends read the graph with onnx: onnxruntime alone cannot load a model."""
+    info = probe(fake_device("agx-orin-64gb-jp6").fsroot())
+    probes = Probes(
+        find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=True, trt=True, onnx=False)
+    )
+    check = check_onnxruntime(info, False, probes)
+    assert check.status == "fail" and "onnx is not" in check.detail
+    assert "pip install onnx" in (check.fix or "")
+
+
+def test_onnxruntime_fix_follows_the_l4t_release(fake_device, tmp_path):
+    probes = Probes(
+        find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=False, trt=True)
+    )
+    jp60 = check_onnxruntime(probe(fake_device("agx-orin-32gb-jp60").fsroot()), False, probes)
+    assert "onnxruntime-gpu==1.17.0 --index-url https://pypi.jetson-ai-lab.io/jp6/cu122" in (
+        jp60.fix or ""
+    )
+    jp72 = check_onnxruntime(probe(fake_device("agx-orin-64gb-jp72").fsroot()), False, probes)
+    assert jp72.status == "warn" and "skipped on JetPack 7" in (jp72.fix or "")
 
 
 def test_probe_model_is_what_the_comment_says():

@@ -28,7 +28,7 @@ def versions() -> dict[str, str]:
 
 
 def setup_sh(
-    tmp_path: Path, board: str, *args: str, cuda: bool = True
+    tmp_path: Path, board: str, *args: str, cuda: bool = True, path_prepend: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     cuda_home = tmp_path / "cuda"
     (cuda_home / "bin").mkdir(parents=True, exist_ok=True)
@@ -44,6 +44,8 @@ def setup_sh(
         "CUDA_HOME": str(cuda_home),
         "HOME": str(tmp_path),
     }
+    if path_prepend is not None:
+        env["PATH"] = f"{path_prepend}{os.pathsep}{env['PATH']}"
     return subprocess.run(
         ["bash", str(JETSON / "setup.sh"), "--venv", str(tmp_path / "venv"), *args],
         capture_output=True,
@@ -68,11 +70,12 @@ def test_dry_run_plan_for_jetpack6(tmp_path):
     )
     assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in build and "--no-binary" in build
     assert (
-        f"--index-url {v['JETSON_PIP_INDEX_JP6']} --extra-index-url https://pypi.org/simple "
-        f"onnxruntime-gpu=={v['ONNXRUNTIME_GPU_VERSION']}"
+        "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126 --extra-index-url "
+        "https://pypi.org/simple onnxruntime-gpu==1.21.0"
     ) in out
     assert "pip uninstall -y onnxruntime" in out  # the CPU wheel would shadow the GPU one
-    assert f"install -e {REPO}[tui,plots]" in out
+    assert "pip install cuda-python==12.6.2.post1" in out  # import_cudart() needs it
+    assert f"install -e {REPO}[tui,plots] onnx=={v['ONNX_VERSION']}" in out
     assert "amalia-edge doctor --deep" in out and "check_generation.py" in out
     assert "swapfile" not in out  # 61 GiB + 30 GiB swap: no swap needed
     assert not (tmp_path / "venv").exists()  # dry run changed nothing
@@ -81,24 +84,137 @@ def test_dry_run_plan_for_jetpack6(tmp_path):
 
 
 def test_dry_run_plan_for_jetpack5(tmp_path):
-    v = versions()
     r = setup_sh(tmp_path, "agx-orin-32gb-jp5", "--dry-run")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "L4T:     35.4.1   JetPack: 5.1.2" in out
     assert "python3.10 -m venv --system-site-packages" in out
-    assert "TensorRT backend will be unavailable" in out
-    assert f"--index-url {v['JETSON_PIP_INDEX_JP5']}" in out
+    assert "TensorRT backend unavailable" in out and "Python 3.8" in out
+    # No cp310 onnxruntime-gpu exists for L4T 35: skipped by default, and the dry run says so.
+    assert "onnxruntime-gpu: skipped (skipped on JetPack 5" in out
+    assert "1.16.3" in out and "--onnx-index" in out
+    assert "warning: no onnxruntime-gpu will be installed" in r.stderr
+    assert "onnxruntime-gpu==" not in out and "cuda-python==" not in out
+
+
+# The four JetPack families a board can be on, each a fake tree of a real board's files
+# (tests/fixtures/boards/README.md). What setup.sh must print, from
+# amalia_edge/device/jetson_stack.py (sources cited there).
+FOUR_JETPACKS = {
+    "agx-orin-32gb-jp5": {
+        "l4t": "L4T:     35.4.1   JetPack: 5.1.2",
+        "ort": None,
+        "cuda_python": None,
+        "python": "python3.10",
+    },
+    "agx-orin-32gb-jp60": {
+        "l4t": "L4T:     36.3.0   JetPack: 6.0",
+        "ort": ("1.17.0", "https://pypi.jetson-ai-lab.io/jp6/cu122"),
+        "cuda_python": "12.2.1",
+        "python": "python3",
+    },
+    "agx-orin-64gb-jp6": {
+        "l4t": "L4T:     36.4.3   JetPack: 6.2",
+        "ort": ("1.21.0", "https://pypi.jetson-ai-lab.io/jp6/cu126"),
+        "cuda_python": "12.6.2.post1",
+        "python": "python3",
+    },
+    "agx-orin-64gb-jp72": {
+        "l4t": "L4T:     39.2.0   JetPack: 7.2",
+        "ort": None,
+        "cuda_python": "13.0.3",
+        "python": "python3",
+    },
+}
+
+
+@pytest.mark.parametrize("board", sorted(FOUR_JETPACKS))
+def test_dry_run_force_prints_the_exact_plan_for_each_jetpack(board, tmp_path):
+    """`setup.sh --dry-run --force` on this machine, pointed at each fake board."""
+    want = FOUR_JETPACKS[board]
+    v = versions()
+    r = setup_sh(tmp_path, board, "--dry-run", "--force")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    print(out)  # the plan, for whoever runs this with -s
+    assert want["l4t"] in out
+    assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in out
+    assert f"{want['python']} -m venv --system-site-packages" in out
+    assert f"onnx=={v['ONNX_VERSION']}" in out
+    if want["ort"] is None:
+        assert "onnxruntime-gpu  not installed:" in out
+        assert "warning: no onnxruntime-gpu" in r.stderr
+        assert "install --index-url" not in out
+    else:
+        version, index = want["ort"]
+        assert f"onnxruntime-gpu=={version}  from {index}" in out
+        assert f"--index-url {index} --extra-index-url https://pypi.org/simple" in out
+        assert f"onnxruntime-gpu=={version}" in out
+    if want["cuda_python"] is None:
+        assert "cuda-python: skipped" in out
+    else:
+        assert f"pip install cuda-python=={want['cuda_python']}" in out
+
+
+def _tree_with_release(tmp_path: Path, line: str) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(BOARDS / "agx-orin-64gb-jp6", tree)
+    (tree / "etc" / "nv_tegra_release").write_text(line + "\n")
+    return tree
+
+
+def _run_on(tree: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AMALIA_EDGE_ROOT": str(tree),
+        "AMALIA_EDGE_BIN_PATH": str(FAKE_BIN),
+        "AMALIA_FAKE_LOG": str(tmp_path / "log"),
+        "HOME": str(tmp_path),
+    }
+    return subprocess.run(
+        ["bash", str(JETSON / "setup.sh"), "--venv", str(tmp_path / "venv"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_an_unknown_newer_l4t_is_planned_by_rule(tmp_path):
+    """36.6.0 is newer than the table: JetPack 6.x, the L4T 36.4+ row, and a note saying so."""
+    tree = _tree_with_release(
+        tmp_path, "# R36 (release), REVISION: 6.0, GCID: 1, BOARD: generic, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "L4T:     36.6.0   JetPack: 6.x" in r.stdout
+    assert "not in the L4T table" in r.stdout
+    assert "onnxruntime-gpu==1.21.0" in r.stdout
+
+
+def test_r38_is_thor_only(tmp_path):
+    tree = _tree_with_release(
+        tmp_path, "# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run")
+    assert r.returncode == 1
+    assert "runs only on Jetson Thor" in r.stderr and "fix:" in r.stderr
 
 
 def test_dry_run_offers_swap_on_a_small_board(tmp_path):
-    r = setup_sh(tmp_path, "orin-nano-8gb-jp6", "--dry-run")
+    # A many-core machine, so the job count is bound by memory + swap, not by the cores.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "nproc").write_text("#!/bin/sh\necho 64\n")
+    (fake_bin / "nproc").chmod(0o755)
+    r = setup_sh(tmp_path, "orin-nano-8gb-jp6", "--dry-run", path_prepend=fake_bin)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "memory 7 GiB + swap 0 GiB" in out
+    assert "memory 7 GiB + swap 3 GiB" in out  # the zram a flashed Nano has
     assert re.search(r"\+ (sudo )?fallocate -l 16G /swapfile", out)
     assert re.search(r"\+ (sudo )?swapon /swapfile", out)
-    assert "CMAKE_BUILD_PARALLEL_LEVEL=" in out
+    # the job count counts the swap file added above: (7 + 3 + 16) / 2 = 13, not (7 + 3) / 2
+    assert "CMAKE_BUILD_PARALLEL_LEVEL=13 " in out
 
 
 def test_dry_run_warns_when_nvcc_is_missing(tmp_path):
@@ -144,6 +260,17 @@ def test_refuses_an_unsupported_l4t(tmp_path):
     assert "unsupported L4T release '32.7.4' (JetPack '4.x')" in r.stderr and "fix:" in r.stderr
 
 
+def test_force_on_an_unsupported_l4t_plans_with_the_l4t_36_4_row(tmp_path):
+    tree = _tree_with_release(
+        tmp_path, "# R32 (release), REVISION: 7.4, GCID: 1, BOARD: t210ref, EABI: aarch64"
+    )
+    r = _run_on(tree, tmp_path, "--dry-run", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "L4T:     32.7.4   JetPack: 4.x" in r.stdout
+    assert "plan for JetPack 6.1 / 6.2.x (L4T 36.4-36.5)" in r.stdout
+    assert "onnxruntime-gpu==1.21.0  from https://pypi.jetson-ai-lab.io/jp6/cu126" in r.stdout
+
+
 def test_unknown_option_says_what_to_do(tmp_path):
     r = setup_sh(tmp_path, "agx-orin-64gb-jp6", "--bogus")
     assert r.returncode == 1 and "unknown option: --bogus" in r.stderr and "--help" in r.stderr
@@ -169,9 +296,7 @@ def test_container_uses_the_same_pinned_versions():
         for k in (
             "L4T_JETPACK_IMAGE",
             "LLAMA_CPP_PYTHON_VERSION",
-            "ONNXRUNTIME_GPU_VERSION",
-            "JETSON_PIP_INDEX_JP6",
-            "JETSON_PIP_INDEX_JP5",
+            "ONNX_VERSION",
         )
     ]
     for value in pinned:  # no file repeats a pinned value: versions.env is the one source
@@ -194,6 +319,40 @@ def test_container_uses_the_same_pinned_versions():
         check=True,
     )
     assert "--runtime nvidia" in r.stdout and r.stdout.rstrip().endswith("chat /models/m")
+
+
+def test_container_run_gives_the_probe_the_board(tmp_path):
+    """container.sh run mounts /etc/nv_tegra_release and copies of the device-tree model and
+    compatible strings (jetson-containers' run.sh does the same for the model), and the probe
+    inside, with no /proc/device-tree, still finds the board from them."""
+    board = BOARDS / "agx-orin-64gb-jp6"
+    env = {**os.environ, "AMALIA_EDGE_ROOT": str(board), "TMPDIR": str(tmp_path)}
+    r = subprocess.run(
+        ["bash", str(JETSON / "container.sh"), "run", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    run_line = r.stdout.strip().splitlines()[-1]
+    assert f"-v {board}/etc/nv_tegra_release:/etc/nv_tegra_release:ro" in run_line
+    copies = tmp_path / "amalia-edge-dt"
+    assert f"-v {copies}/nv_jetson_model:/tmp/nv_jetson_model:ro" in run_line
+    assert f"-v {copies}/nv_jetson_compatible:/tmp/nv_jetson_compatible:ro" in run_line
+    assert f"cp {board}/proc/device-tree/model {copies}/nv_jetson_model" in r.stdout
+    # What the container sees: no /proc/device-tree, the mounted files in their places.
+    inside = tmp_path / "container"
+    (inside / "etc").mkdir(parents=True)
+    (inside / "tmp").mkdir()
+    shutil.copy(board / "etc/nv_tegra_release", inside / "etc/nv_tegra_release")
+    for name in ("model", "compatible"):
+        shutil.copy(board / "proc/device-tree" / name, inside / "tmp" / f"nv_jetson_{name}")
+    shutil.copytree(board / "proc", inside / "proc", ignore=shutil.ignore_patterns("device-tree"))
+    from amalia_edge.device import probe
+
+    info = probe(inside)
+    assert info.is_jetson and info.module_id == "p3701-0005"
+    assert info.model == "NVIDIA Jetson AGX Orin Developer Kit" and info.l4t_release == "36.4.3"
 
 
 def test_versions_env_is_plain_key_value():

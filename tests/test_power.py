@@ -27,6 +27,16 @@ def test_status_on_agx_orin_32gb_jp5(fake_device):
     assert dev.calls() == ["nvpmodel -q"]
 
 
+def test_status_on_the_agx_orin_32gb_devkit(fake_device):
+    """p3701-0000 on JetPack 6.0: nvpmodel.conf modes as jetson_stats' emulator lists them."""
+    dev = fake_device("agx-orin-32gb-jp60")
+    st = power_status(dev.fsroot())
+    assert [m.name for m in st.modes] == ["MAXN", "MODE_15W", "MODE_30W", "MODE_50W"]
+    assert (st.mode, st.default_id, st.fastest) == ("MODE_30W", 2, "MAXN")
+    st, _ = set_mode("50W", dev.fsroot(), euid=0)
+    assert st.mode == "MODE_50W" and "nvpmodel -m 3" in dev.calls()
+
+
 def test_set_mode_by_name_runs_nvpmodel(fake_device):
     dev = fake_device("agx-orin-32gb-jp5")
     st, reboot = set_mode("maxn", dev.fsroot(), euid=0)

@@ -17,13 +17,22 @@ from amalia_edge.telemetry import (
     power_stats,
 )
 from amalia_edge.telemetry.base import Reading, Sampler, SourceStatus
-from amalia_edge.telemetry.ina3221 import MODULE_SUM_LABEL, INA3221Sampler, discover_rails
+from amalia_edge.telemetry.ina3221 import (
+    MODULE_SUM_LABEL,
+    INA3221Sampler,
+    discover_rails,
+    module_total,
+)
 from amalia_edge.telemetry.rapl import RaplSampler, counter_delta
 from amalia_edge.telemetry.system import SystemSampler
 from amalia_edge.telemetry.tegrastats import TegrastatsSampler, parse_line
 from tests.plugins.telemetry import TELEMETRY_FIXTURES
 
 ORIN_RAILS = {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
+# What a real AGX Orin on L4T 36.4 prints (tests/fixtures/telemetry/README.md, SOURCES).
+ORIN_RAILS_R36 = {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"}
+# module_rails_sum: the three rails of the first monitor, on every release and source.
+ORIN_SUMMED = ORIN_RAILS_R36
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, match: str) -> None:
@@ -47,14 +56,15 @@ def test_ina3221_orin_rails_and_module_sum(fake_sysfs, tree):
     st = s.open()
     assert st.available, st
     r = s.read()
-    # NC channels, channel 7 "sum of shunt voltages" (JP6) and the tmp451 chip are skipped
+    # NC channels, the summation channel (JP6: in7 "sum of shunt voltages", curr4) and the
+    # tmp451 chip are skipped
     assert set(r.rails) == ORIN_RAILS
-    assert r.rails["VDD_GPU_SOC"] == pytest.approx(4984 * 1203 / 1e6)
     assert r.rails["VDDQ_VDD2_1V8AO"] == pytest.approx(4992 * 102 / 1e6)
-    # no whole-board rail on the AGX Orin dev kit: the total is the named module sum
+    # no whole-board rail on the AGX Orin dev kit: the total is the named module sum of the
+    # first monitor's three rails (VDDQ reported, not added)
     assert r.power_label == MODULE_SUM_LABEL
-    assert r.power_w == pytest.approx(sum(r.rails.values()))
-    assert r.power_w != pytest.approx(r.rails["VIN_SYS_5V0"])
+    assert r.power_w == pytest.approx(sum(r.rails[n] for n in ORIN_SUMMED))
+    assert r.power_w != pytest.approx(sum(r.rails.values()))
 
 
 def test_ina3221_input_rail_is_the_total_where_present(fake_sysfs):
@@ -79,6 +89,27 @@ def test_ina3221_reads_fresh_values_each_tick(fake_sysfs):
     assert s.read().rails["VDD_GPU_SOC"] == pytest.approx(4984 * 2000 / 1e6)
 
 
+def test_one_total_for_sysfs_and_tegrastats_on_jetpack6(fake_sysfs):
+    """The same instant read both ways gives the same total: the JP6 sysfs currents are set so
+    V x I reproduces the rails of the real L4T 36.4 tegrastats line; sysfs also has
+    VDDQ_VDD2_1V8AO, which that line lacks, and the total leaves it out in both."""
+    sysfs = INA3221Sampler(fake_sysfs("agx_orin_jp6"))
+    assert sysfs.open().available
+    from_sysfs = sysfs.read()
+    from_tegrastats = parse_line(_lines("jp6")[0])
+    assert "VDDQ_VDD2_1V8AO" in from_sysfs.rails and "VDDQ_VDD2_1V8AO" not in from_tegrastats.rails
+    assert from_sysfs.power_label == from_tegrastats.power_label == MODULE_SUM_LABEL
+    assert from_sysfs.power_w == pytest.approx(from_tegrastats.power_w, abs=0.01)
+    assert from_tegrastats.power_w == pytest.approx(1.995 + 0.0 + 2.524)
+
+
+def test_module_total_definition():
+    assert module_total({}) == (None, None)
+    assert module_total({"VDD_IN": 5.0, "VDD_CPU_GPU_CV": 2.0}) == (5.0, "VDD_IN")
+    w, label = module_total({"VDD_GPU_SOC": 1.0, "VIN_SYS_5V0": 2.0, "VDDQ_VDD2_1V8AO": 0.5})
+    assert (w, label) == (pytest.approx(3.0), MODULE_SUM_LABEL)
+
+
 def test_ina3221_absent_and_permission_denied(tmp_path, fake_sysfs, monkeypatch):
     st = INA3221Sampler(tmp_path).open()
     assert not st.available and "no INA3221" in st.reason
@@ -92,6 +123,9 @@ def test_ina3221_absent_and_permission_denied(tmp_path, fake_sysfs, monkeypatch)
 def test_discover_rails_has_no_duplicates(fake_sysfs):
     rails, why = discover_rails(fake_sysfs("agx_orin_jp5"))
     assert why == "" and len(rails) == len({r.name for r in rails}) == 4
+    # the summation current is curr4_input (kernel Documentation/hwmon/ina3221.rst): not a rail
+    rails6, _ = discover_rails(fake_sysfs("agx_orin_jp6"))
+    assert all("curr4" not in str(r.current_path) for r in rails6)
 
 
 # -- tegrastats --------------------------------------------------------------------------------
@@ -104,7 +138,7 @@ def test_tegrastats_jp5_line():
     assert set(idle.rails) == ORIN_RAILS  # NC rails dropped
     assert idle.rails["VDD_GPU_SOC"] == pytest.approx(2.397)
     assert idle.power_label == MODULE_SUM_LABEL
-    assert idle.power_w == pytest.approx(2.397 + 0.799 + 3.726 + 0.503)
+    assert idle.power_w == pytest.approx(2.397 + 0.799 + 3.726)  # VDDQ 0.503 not added
     assert idle.mem_used == 2448 * 1024 * 1024
     assert idle.gpu_load == 0.0
     assert "CV0" not in idle.temps and "GPU" not in idle.temps  # -256C = no sensor
@@ -114,14 +148,30 @@ def test_tegrastats_jp5_line():
     assert busy.rails["VDD_GPU_SOC"] == pytest.approx(14.770)  # instant, not the average
 
 
-def test_tegrastats_jp6_line():
-    idle, busy = (parse_line(x) for x in _lines("jp6"))
-    assert set(idle.rails) == ORIN_RAILS
-    assert idle.temps["cpu"] == pytest.approx(45.5) and idle.temps["gpu"] == pytest.approx(41.906)
-    assert idle.gpu_load == 0.0 and idle.gpu_freq is None  # bare "GR3D_FREQ 0%"
-    assert busy.gpu_load == 99.0 and busy.gpu_freq == 1_300_000_000
-    assert busy.mem_used == 9857 * 1024 * 1024
-    assert busy.power_w == pytest.approx(19.513 + 3.195 + 6.452 + 3.415)
+def test_tegrastats_jp6_line_from_a_real_agx_orin():
+    """Real L4T 36.4 AGX Orin 32GB lines, run without sudo (fixture README, SOURCES)."""
+    first, second = (parse_line(x) for x in _lines("jp6"))
+    assert set(first.rails) == ORIN_RAILS_R36  # no VDDQ_VDD2_1V8AO, no NC on R36.4
+    assert first.rails == pytest.approx(
+        {"VDD_GPU_SOC": 1.995, "VDD_CPU_CV": 0.0, "VIN_SYS_5V0": 2.524}
+    )
+    assert first.power_label == MODULE_SUM_LABEL and first.power_w == pytest.approx(4.519)
+    assert first.temps["cpu"] == pytest.approx(43.343) and first.temps["tj"] == pytest.approx(
+        43.343
+    )
+    assert first.mem_used == 1313 * 1024 * 1024
+    assert first.cpu_percent == 0.0  # 8 online cores at 0%, the 4 "off" ones ignored
+    # bare "GR3D_FREQ 0%": tegrastats could not read the GPU (not root), so the load is
+    # unknown, not 0
+    assert first.gpu_load is None and first.gpu_freq is None
+    assert second.temps["cpu"] == pytest.approx(42.875)
+
+
+def test_gr3d_with_frequencies_is_a_real_load():
+    r = parse_line("RAM 1/2MB CPU [1%@729] GR3D_FREQ 14%@[407,407] VDD_GPU_SOC 3150mW/2971mW")
+    assert r.gpu_load == 14.0 and r.gpu_freq == 407_000_000
+    idle = parse_line("RAM 1/2MB CPU [1%@729] GR3D_FREQ 0%@[0,0] VDD_GPU_SOC 3150mW/2971mW")
+    assert idle.gpu_load == 0.0
 
 
 def test_tegrastats_jp7_line_three_values_per_rail():
@@ -148,7 +198,7 @@ def test_tegrastats_line_without_power_reports_none():
 
 
 def test_tegrastats_sampler_runs_binary(fake_tegrastats):
-    s = TegrastatsSampler(binary=fake_tegrastats("jp6"), interval=0.02)
+    s = TegrastatsSampler(binary=fake_tegrastats("jp5"), interval=0.02)
     st = s.open()
     try:
         assert st.available, st
@@ -211,15 +261,34 @@ def test_rapl_power_and_wraparound(fake_sysfs):
     assert "package-0/core" in st.reason and "intel-rapl/" not in st.reason
     (pc / "intel-rapl:0/energy_uj").write_text("4000000\n")
     (pc / "intel-rapl:0:0/energy_uj").write_text(f"{45678901 + 2_000_000}\n")
-    (pc / "intel-rapl:1/energy_uj").write_text(f"{9876543 + 500_000}\n")
+    (pc / "intel-rapl:0:2/energy_uj").write_text(f"{9876543 + 500_000}\n")
+    (pc / "intel-rapl:1/energy_uj").write_text(f"{300000000 + 7_000_000}\n")
     clock.t += 0.5
     r = s.read()
     assert r.rails["package-0"] == pytest.approx(10.0)
     assert r.rails["package-0/core"] == pytest.approx(4.0)
-    assert r.rails["dram"] == pytest.approx(1.0)
+    assert r.rails["package-0/dram"] == pytest.approx(1.0)  # a subzone, as real kernels put it
     assert r.rails["package-0/uncore"] == pytest.approx(0.0)
+    assert r.rails["psys"] == pytest.approx(14.0)  # the platform: packages included
     assert r.power_label == "rapl_package_sum"
-    assert r.power_w == pytest.approx(11.0)  # packages only; the core subzone is inside pkg 0
+    # package-0 only: its subzones are inside it, and psys would count it twice
+    assert r.power_w == pytest.approx(10.0)
+
+
+def test_rapl_psys_alone_is_the_total(fake_sysfs):
+    root = fake_sysfs("x86_rapl")
+    pc = root / "sys/class/powercap"
+    for d in ("intel-rapl:0:0", "intel-rapl:0:1", "intel-rapl:0:2", "intel-rapl:0"):
+        for f in (pc / d).iterdir():
+            f.unlink()
+        (pc / d).rmdir()
+    clock = _Clock()
+    s = RaplSampler(root, clock=clock)
+    assert s.open().available
+    (pc / "intel-rapl:1/energy_uj").write_text(f"{300000000 + 3_000_000}\n")
+    clock.t += 1.0
+    r = s.read()
+    assert r.power_label == "rapl_psys" and r.power_w == pytest.approx(3.0)
 
 
 def test_counter_delta():

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 ENGINE_DIR = "engines"
 # Bump when the way engines are built changes (flags, profile layout), so old engines go stale.
-BUILD_RECIPE = 1
+# 2: an fp32 graph is built without the FP16 flag (recipe 1 built it as FP16 but recorded fp32).
+BUILD_RECIPE = 2
 # The prefill chunk: prompts are fed to the engine at most this many tokens at a time.
 DEFAULT_MAX_PREFILL = 512
 
@@ -393,6 +394,65 @@ def _make_progress(trt: Any, report: Callable[[str], None]) -> Any:
     return _Progress()
 
 
+@dataclass(frozen=True)
+class NetworkPlan:
+    """How to ask TensorRT for a network and builder config: flags by member name, and the
+    precision the engine really computes in (what its key records)."""
+
+    network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag members
+    builder_flags: tuple[str, ...]  # BuilderFlag members
+    precision: str
+
+
+UPGRADE_HINT = "flash JetPack 6.1 or newer (L4T 36.4+, TensorRT 10.3) with SDK Manager"
+
+
+def _trt_version(version: str) -> tuple[int, int]:
+    major, minor, *_ = [*(int(p) for p in re.findall(r"\d+", version)[:2]), 0, 0]
+    return major, minor
+
+
+def network_plan(trt_version: str, info: GraphInfo) -> NetworkPlan:
+    """The network and builder flags for ``info``'s graph on TensorRT ``trt_version``.
+
+    * TensorRT 10 (JetPack 6.1+): a strongly typed network for FP16 graphs, so the ONNX
+      types decide every layer's precision; explicit batch is the only mode (the flag is
+      deprecated) and is not passed.
+    * TensorRT 8.5/8.6 (JetPack 6.0 ships 8.6.2): no strongly typed networks (added in
+      TensorRT 9), and ``create_network(0)`` is an implicit-batch network, which the ONNX
+      parser rejects, so EXPLICIT_BATCH is set; FP16 graphs get the FP16 builder flag, and
+      INT8 Q/DQ graphs the INT8 flag (explicit quantization needs it before TensorRT 9).
+      The INT4 export (opset-21 blocked DequantizeLinear) needs TensorRT 10: refused.
+    * An FP32 graph is built in FP32 on every version: no FP16 flag, recorded as fp32.
+
+    Raises :class:`EngineBuildError` for TensorRT older than 8.5 (no
+    ``execute_async_v3``/named-tensor API, which the runtime uses).
+    """
+    major, minor = _trt_version(trt_version)
+    if (major, minor) < (8, 5):
+        raise EngineBuildError(
+            f"TensorRT {trt_version} is too old: the TensorRT backend needs 8.5 or newer "
+            "(named-tensor execution)",
+            fix=UPGRADE_HINT,
+        )
+    fp32 = info.precision == "fp32" or info.kv_dtype == "float32"
+    if major >= 10:
+        if fp32:
+            return NetworkPlan((), (), "fp32")
+        return NetworkPlan(("STRONGLY_TYPED",), (), info.precision)
+    # TensorRT 8.x / 9.x: explicit batch must be asked for.
+    if fp32:
+        return NetworkPlan(("EXPLICIT_BATCH",), (), "fp32")
+    if info.precision == "int4":
+        raise EngineBuildError(
+            f"the int4 export needs TensorRT 10 (opset-21 blocked DequantizeLinear); this is "
+            f"TensorRT {trt_version}",
+            fix=f"build from the fp16 or int8 export (`--precision fp16`), or {UPGRADE_HINT}",
+        )
+    builder = ("FP16", "INT8") if info.precision == "int8" else ("FP16",)
+    return NetworkPlan(("EXPLICIT_BATCH",), builder, info.precision)
+
+
 def build_engine(
     onnx_path: Path,
     onnx_sha256: str,
@@ -404,16 +464,15 @@ def build_engine(
     workspace_bytes: int | None = None,
     report: Callable[[str], None] = log.info,
 ) -> tuple[EngineMeta, Path]:
-    """Build, serialize and cache an engine for ``onnx_path`` (real TensorRT 10 API).
-
-    Strongly typed network for FP16 graphs (the ONNX types decide every layer's precision);
-    for an FP32 graph built as ``fp16`` the builder's FP16 flag is set instead. The timing
-    cache under ``cache`` is loaded first and saved after, so rebuilds skip kernel timing.
+    """Build, serialize and cache an engine for ``onnx_path`` (TensorRT 10, or 8.6 on JetPack
+    6.0: the flags come from :func:`network_plan`). The timing cache under ``cache`` is loaded
+    first and saved after, so rebuilds skip kernel timing.
     """
     trt = import_tensorrt()
+    plan = network_plan(str(trt.__version__), info)
     gpu = gpu or current_gpu()
     key = EngineKey(
-        gpu.name, gpu.compute_capability, trt.__version__, onnx_sha256, info.precision, profile
+        gpu.name, gpu.compute_capability, trt.__version__, onnx_sha256, plan.precision, profile
     )
     onnx_bytes = onnx_path.stat().st_size + sum(
         p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + ".data")
@@ -431,8 +490,9 @@ def build_engine(
     messages: list[str] = []
     logger = trt_logger(trt, messages)
     builder = trt.Builder(logger)
-    strongly_typed = info.kv_dtype == "float16"
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    flags = 0
+    for flag in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, flag))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves the external-data file relative to the .onnx's directory.
@@ -445,8 +505,8 @@ def build_engine(
             "export uses opset-21 DequantizeLinear, not verified on TensorRT 10.3",
         )
     config = builder.create_builder_config()
-    if not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
+    for flag in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     if workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     opt = builder.create_optimization_profile()

@@ -76,7 +76,15 @@ def _modes(*names: str) -> tuple[PowerModeSpec, ...]:
     return tuple(PowerModeSpec(i, n) for i, n in enumerate(names))
 
 
+# AGX Orin 64GB and the 32GB *developer kit* module (p3701-0000): MAXN, 15 W, 30 W, 50 W,
+# default MODE_30W. Sources: jetson_stats tests/nvpmodel (its AGX Orin nvpmodel emulator:
+# POWER_MODEL ID=0 MAXN, 1 MODE_15W, 2 MODE_30W, 3 MODE_50W, PM_CONFIG DEFAULT=MODE_30W(2));
+# NVIDIA forum "Maximum power consumption bounds for Orin AGX" (t/323456): a 32GB developer
+# kit reports 15W, 30W, 50W and MAXN ("a 50W mode instead of a 40W one").
 _AGX_64 = _modes("MAXN", "MODE_15W", "MODE_30W", "MODE_50W")
+_AGX_32_DEVKIT = _AGX_64
+# AGX Orin 32GB production module (p3701-0004): 15 W / 30 W / 40 W per the Jetson Linux
+# Developer Guide "Supported Modes and Power Efficiency" table [pm]; not seen on a board here.
 _AGX_32 = _modes("MAXN", "MODE_15W", "MODE_30W", "MODE_40W")
 
 BOARDS: tuple[BoardSpec, ...] = (
@@ -88,7 +96,7 @@ BOARDS: tuple[BoardSpec, ...] = (
         32 * GiB,
         int(204.8 * GB),
         "8.7",
-        _AGX_32,
+        _AGX_32_DEVKIT,
         "[ids] [agx-ds] [cc] [pm]",
     ),
     BoardSpec(

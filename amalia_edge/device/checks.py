@@ -17,7 +17,11 @@ Two depths:
   CUDA ``ARCHS`` in ``llama_print_system_info()``), creates a one-node ONNX Runtime session
   and reads the providers it really initialized (``session.get_providers()``, not
   ``get_available_providers()``, which lists what was compiled in even when CUDA fails to
-  load), and imports TensorRT.
+  load), and imports TensorRT and cuda-python's CUDA runtime.
+
+A check fails when a backend's real dependency is missing, not only its headline package:
+the ONNX backends need ``onnx`` as well as onnxruntime, the TensorRT backend needs
+cuda-python as well as ``tensorrt``.
 
 The library probes are injectable (:class:`Probes`) so tests can stand in for CUDA builds.
 """
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from amalia_edge.device.jetson_stack import JetsonStack, stack_for
+from amalia_edge.device.l4t import parse_l4t_version
 from amalia_edge.device.probe import DeviceInfo
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -143,6 +149,26 @@ def _tensorrt_version() -> str | None:
     return str(getattr(tensorrt, "__version__", "unknown"))
 
 
+def _cudart() -> str | None:
+    """Import the CUDA runtime bindings the TensorRT backend uses (as ``import_cudart`` does:
+    ``cuda.bindings.runtime`` since cuda-python 12.6, ``cuda.cudart`` before); the layout
+    found, or ``None``."""
+    try:
+        from cuda.bindings import runtime  # noqa: F401
+    except ImportError:
+        try:
+            from cuda import cudart  # noqa: F401
+        except ImportError:
+            return None
+        return "cuda.cudart"
+    return "cuda.bindings.runtime"
+
+
+def _has_cudart_files(pkg: Path) -> bool:
+    """cuda-python's runtime bindings on disk under the ``cuda`` package directory."""
+    return (pkg / "bindings").is_dir() or any(pkg.glob("cudart*"))
+
+
 @dataclass
 class Probes:
     """Where checks get their facts; tests replace these."""
@@ -152,6 +178,7 @@ class Probes:
     ort_session: Callable[[], OrtSession | None] = _ort_session
     tensorrt_version: Callable[[], str | None] = _tensorrt_version
     nvml_facts: Callable[[], dict[str, Any]] = _nvml_facts
+    cudart: Callable[[], str | None] = _cudart
 
 
 def _arch(info: DeviceInfo) -> str:
@@ -212,18 +239,34 @@ def check_llama(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
 def check_onnxruntime(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
     name = "ONNX Runtime GPU providers"
     pkg = probes.find_package("onnxruntime")
-    # The index URL itself is pinned in jetson/versions.env; only JetPack 6's is quoted here.
+    # The wheel and its index depend on the L4T release: the same table setup.sh reads.
+    stack = _stack(info)
     jetson_fix = "run jetson/setup.sh (installs onnxruntime-gpu from the Jetson wheel index)"
-    if info.jetpack_major == 6:
+    if stack is not None and stack.ort_version and stack.ort_index:
         jetson_fix += (
-            ", or: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
-            "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
+            ", or: pip uninstall -y onnxruntime && pip install "
+            f"onnxruntime-gpu=={stack.ort_version} --index-url {stack.ort_index}"
         )
+    elif stack is not None:
+        jetson_fix = f"onnxruntime-gpu: {stack.ort_note}"
     fix = jetson_fix if info.is_jetson else "pip install onnxruntime-gpu (matching your CUDA)"
+    # Where no onnxruntime-gpu wheel fits the release (JetPack 5 and 7), a missing GPU build is
+    # the platform's limit, not a broken install: warn, with the reason.
+    no_gpu: Status = (
+        "warn" if info.is_jetson and stack is not None and stack.ort_version is None else "fail"
+    )
     if pkg is None:
         if not info.is_jetson:
             return Check(name, "skip", "onnxruntime is not installed (optional: amalia-edge[onnx])")
-        return Check(name, "fail", "onnxruntime is not installed", fix)
+        return Check(name, no_gpu, "onnxruntime is not installed", fix)
+    if probes.find_package("onnx") is None:
+        # Both ONNX backends read the graph's metadata with onnx before any session exists.
+        return Check(
+            name,
+            "fail",
+            "onnxruntime is installed but onnx is not: the ONNX backends cannot load a model",
+            "pip install onnx (jetson/setup.sh installs it)",
+        )
     if not deep:
         libs = sorted(
             p.name
@@ -233,7 +276,7 @@ def check_onnxruntime(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
         if libs:
             return Check(name, "ok", f"{', '.join(libs)} present; --deep verifies they initialize")
         if info.has_cuda:
-            return Check(name, "fail", "CPU-only onnxruntime", fix)
+            return Check(name, no_gpu, "CPU-only onnxruntime", fix)
         return Check(name, "ok", "CPU-only onnxruntime (no NVIDIA GPU on this machine)")
     sess = probes.ort_session()
     if sess is None:
@@ -264,23 +307,47 @@ def check_onnxruntime(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
     return Check(name, "fail", detail, fix)
 
 
+def _stack(info: DeviceInfo) -> JetsonStack | None:
+    rel = parse_l4t_version(info.l4t_release) if info.l4t_release else None
+    return stack_for(rel)[0] if rel is not None else None
+
+
 def check_tensorrt(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
-    name = "TensorRT Python bindings"
+    """The TensorRT backend's two real dependencies: TensorRT's Python bindings and the CUDA
+    runtime bindings from cuda-python (``import_cudart``). Either missing is a failure."""
+    name = "TensorRT backend"
     fix = (
         "JetPack ships them in the system Python (python3-libnvinfer): create the virtual "
         "environment with --system-site-packages (jetson/setup.sh does) or "
         "`sudo apt install python3-libnvinfer`"
     )
-    if probes.find_package("tensorrt") is None:
+    stack = _stack(info) if info.is_jetson else None
+    has_trt = probes.find_package("tensorrt") is not None
+    if stack is not None and not stack.tensorrt_ok and not has_trt:
+        return Check(name, "warn", f"unavailable on {stack.name}", stack.tensorrt_note)
+    if not has_trt:
         if not info.is_jetson:
             return Check(name, "skip", "tensorrt is not installed (optional off the Jetson)")
         return Check(name, "fail", "tensorrt is not importable", fix)
+    cp_version = stack.cuda_python if stack is not None else None
+    cp_fix = "pip install " + (f"cuda-python=={cp_version}" if cp_version else "cuda-python")
+    cp_fix += " (jetson/setup.sh installs it): the TensorRT backend's CUDA runtime bindings"
     if not deep:
-        return Check(name, "ok", "tensorrt package found; --deep imports it")
+        cuda_pkg = probes.find_package("cuda")
+        if cuda_pkg is None or not _has_cudart_files(cuda_pkg):
+            return Check(
+                name, "fail", "tensorrt found, but cuda-python (CUDA runtime) is missing", cp_fix
+            )
+        return Check(name, "ok", "tensorrt and cuda-python found; --deep imports them")
     version = probes.tensorrt_version()
     if version is None:
         return Check(name, "fail", "tensorrt is installed but does not import", fix)
-    return Check(name, "ok", f"TensorRT {version}")
+    cudart = probes.cudart()
+    if cudart is None:
+        return Check(
+            name, "fail", f"TensorRT {version}, but cuda-python's runtime does not import", cp_fix
+        )
+    return Check(name, "ok", f"TensorRT {version}, CUDA runtime from {cudart}")
 
 
 def check_swap(info: DeviceInfo) -> Check:

@@ -1,10 +1,13 @@
-"""L4T (Jetson Linux) release parsing and the L4T → JetPack table.
+"""L4T (Jetson Linux) release parsing, the L4T → JetPack table, and the rule for newer ones.
 
 ``/etc/nv_tegra_release`` starts with a line like::
 
     # R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: ...
 
 which is L4T 36.4.3. JetPack is the SDK around an L4T release; the mapping is data below.
+A release the table does not know is not refused: its L4T major gives the JetPack family
+(:data:`L4T_MAJOR_TO_JETPACK_MAJOR`), and a major newer than every row is taken as the
+newest family, with the guess visible as ``"7.x"``-style text.
 """
 
 from __future__ import annotations
@@ -12,27 +15,62 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# L4T release → JetPack version. Source: NVIDIA JetPack archive,
-# https://developer.nvidia.com/embedded/jetpack-archive (one row per release note).
+# L4T release → JetPack version, one row per release with its source:
+# [jc]  dusty-nv/jetson-containers jetson_containers/l4t_version.py, get_jetpack_version()
+#       (its NVIDIA_JETPACK table, itself taken from jetson_stats' jetson_variables.py)
+# [arc] NVIDIA JetPack archive, https://developer.nvidia.com/embedded/jetpack-archive
+# [fw]  "R35.6.4 (JetPack 5.1.6)" and "R39.2.0 (JetPack 7.2)" as written by people flashing
+#       those releases (meta-tegra scarthgap-l4t-r35.x notes; Jetson flashing tool notes)
+# [7x]  the JetPack 7 rows of third-party tables read off the JetPack archive (2026-09), and
+#       jetson_stats' jetson_release on an AGX Thor printing "Jetpack 7.2 GA [L4T 39.2.0]"
 L4T_TO_JETPACK: dict[str, str] = {
-    "35.1.0": "5.0.2",  # JetPack 5.0.2 GA release notes
-    "35.2.1": "5.1",  # JetPack 5.1
-    "35.3.1": "5.1.1",  # JetPack 5.1.1
-    "35.4.1": "5.1.2",  # JetPack 5.1.2
-    "35.5.0": "5.1.3",  # JetPack 5.1.3
-    "35.6.0": "5.1.4",  # JetPack 5.1.4
-    "35.6.1": "5.1.5",  # JetPack 5.1.5
-    "36.2.0": "6.0 DP",  # JetPack 6.0 Developer Preview
-    "36.3.0": "6.0",  # JetPack 6.0 GA
-    "36.4.0": "6.1",  # JetPack 6.1
-    "36.4.3": "6.2",  # JetPack 6.2 (adds Orin Nano/NX "super" modes)
-    "36.4.4": "6.2.1",  # JetPack 6.2.1
+    "35.1.0": "5.0.2",  # [jc] [arc]
+    "35.2.1": "5.1",  # [jc] [arc]
+    "35.3.1": "5.1.1",  # [jc] [arc]
+    "35.4.1": "5.1.2",  # [jc] [arc]
+    "35.5.0": "5.1.3",  # [jc] [arc]
+    "35.6.0": "5.1.4",  # [jc] [arc]
+    "35.6.1": "5.1.5",  # [jc] [arc]
+    "35.6.2": "5.1.5",  # [jc] (security update of 5.1.5)
+    # 35.6.3: no source found; the major rule gives "5.x".
+    "35.6.4": "5.1.6",  # [fw]
+    "36.2.0": "6.0 DP",  # [jc] [arc]
+    "36.3.0": "6.0",  # [jc] [arc]
+    "36.4.0": "6.1",  # [jc] [arc]
+    "36.4.2": "6.1.1",  # [jc]
+    "36.4.3": "6.2",  # [jc] [arc] (adds Orin Nano/NX "super" modes)
+    "36.4.4": "6.2.1",  # [jc] [arc]
+    "36.4.7": "6.2.1",  # [jc] (jetson_stats issues #768/#797: boards report L4T 36.4.7)
+    "36.5.0": "6.2.2",  # [7x]
+    # JetPack 7.0 and 7.1 (L4T r38) support only Jetson Thor; Orin returns with r39 (7.2).
+    "38.1.0": "7.0 EA",  # [jc]
+    "38.2.0": "7.0",  # [jc] [7x]
+    "38.2.1": "7.0",  # [7x]
+    "38.2.2": "7.0",  # [jc]
+    "38.3.0": "7.1",  # [jc]
+    "38.4.0": "7.1",  # [7x]
+    "39.2.0": "7.2",  # [7x] [fw]
+    "39.2.1": "7.2.1",  # [7x] (r39.2.1 release notes on docs.nvidia.com)
 }
 
-# L4T major → JetPack major, for releases newer than the table. Same source.
-L4T_MAJOR_TO_JETPACK_MAJOR: dict[int, int] = {32: 4, 34: 5, 35: 5, 36: 6}
+# L4T major → JetPack major, for releases the table does not list. [jc] [arc]
+L4T_MAJOR_TO_JETPACK_MAJOR: dict[int, int] = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7, 39: 7}
+
+# L4T majors whose releases run on Jetson Thor only (JetPack 7.0/7.1): an Orin cannot boot
+# them, and this kit (built for Orin's sm_87) does not target Thor. [jc] get_cuda_arch()
+THOR_ONLY_L4T_MAJORS: frozenset[int] = frozenset({38})
 
 _RELEASE_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
+
+
+def jetpack_major_for(l4t_major: int) -> int | None:
+    """The JetPack family of an L4T major; a major newer than the table is the newest family."""
+    if l4t_major in L4T_MAJOR_TO_JETPACK_MAJOR:
+        return L4T_MAJOR_TO_JETPACK_MAJOR[l4t_major]
+    newest = max(L4T_MAJOR_TO_JETPACK_MAJOR)
+    if l4t_major > newest:
+        return L4T_MAJOR_TO_JETPACK_MAJOR[newest]
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,16 +85,33 @@ class L4TRelease:
         return f"{self.major}.{self.minor}.{self.patch}"
 
     @property
+    def in_table(self) -> bool:
+        return self.version in L4T_TO_JETPACK
+
+    @property
     def jetpack(self) -> str | None:
         """The JetPack version, or ``"6.x"``-style when the release is newer than the table."""
         if self.version in L4T_TO_JETPACK:
             return L4T_TO_JETPACK[self.version]
-        major = L4T_MAJOR_TO_JETPACK_MAJOR.get(self.major)
+        major = jetpack_major_for(self.major)
         return f"{major}.x" if major is not None else None
 
     @property
     def jetpack_major(self) -> int | None:
-        return L4T_MAJOR_TO_JETPACK_MAJOR.get(self.major)
+        return jetpack_major_for(self.major)
+
+    @property
+    def thor_only(self) -> bool:
+        return self.major in THOR_ONLY_L4T_MAJORS
+
+
+def parse_l4t_version(text: str) -> L4TRelease | None:
+    """``"36.4.3"`` (or ``"36.4"``) as an :class:`L4TRelease`; ``None`` if not that form."""
+    parts = text.strip().lstrip("rR").split(".")
+    if not parts or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    nums = [int(p) for p in parts] + [0, 0]
+    return L4TRelease(nums[0], nums[1], nums[2])
 
 
 def parse_nv_tegra_release(text: str) -> L4TRelease | None:

@@ -27,6 +27,11 @@ from amalia_edge.device.power import PowerStatus, power_status
 DT_MODEL = "/proc/device-tree/model"  # NUL-terminated, e.g. "NVIDIA Jetson AGX Orin Developer Kit"
 DT_COMPATIBLE = "/proc/device-tree/compatible"  # NUL-separated list, module id + SoC
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"  # L4T release line
+# Inside a container /proc/device-tree is not there (/proc and /sys files cannot be
+# bind-mounted): dusty-nv/jetson-containers' run.sh copies the model string to this file and
+# mounts the copy; jetson/container.sh does the same, and adds the compatible string.
+DT_MODEL_COPY = "/tmp/nv_jetson_model"
+DT_COMPATIBLE_COPY = "/tmp/nv_jetson_compatible"
 MEMINFO = "/proc/meminfo"
 CPUINFO = "/proc/cpuinfo"
 NVIDIA_DRIVER_VERSION = "/proc/driver/nvidia/version"  # present when the dGPU driver is loaded
@@ -287,8 +292,8 @@ def probe(root: str | os.PathLike[str] | FsRoot | None = "/") -> DeviceInfo:
     """
     fs = as_fsroot(root)
     notes: list[str] = []
-    compatible = _dt_string(fs, DT_COMPATIBLE) or ""
-    model = _dt_string(fs, DT_MODEL)
+    compatible = _dt_string(fs, DT_COMPATIBLE) or _dt_string(fs, DT_COMPATIBLE_COPY) or ""
+    model = _dt_string(fs, DT_MODEL) or _dt_string(fs, DT_MODEL_COPY)
     release_text = fs.read_text(NV_TEGRA_RELEASE)
     is_jetson = "nvidia,tegra" in compatible or release_text is not None
     arch = "aarch64" if is_jetson else (_machine() if fs.is_real else "unknown")

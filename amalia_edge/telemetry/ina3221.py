@@ -12,13 +12,25 @@ Quirks, each seen on real boards:
   table; jetson_stats jtop/core/power.py skips "NC" too.)
 * JetPack 6 (kernel 5.15 ina3221 driver) adds channel 7, labelled ``sum of shunt voltages``:
   not a rail, skipped (jtop/core/power.py skips port 7 for the same reason).
-* The AGX Orin dev kit has **no whole-board input rail**: ``VIN_SYS_5V0`` is the module's
-  5 V system supply, not the board's input (there is no ``VDD_IN``/``POM_5V_IN`` as on
-  Orin NX/Nano/Xavier). So this sampler reports every rail and a total named
-  ``module_rails_sum`` — the sum of the monitored module rails. It excludes the carrier board
-  and regulator losses, so it is below wall power. On boards that do have ``VDD_IN`` /
-  ``POM_5V_IN`` (module input), that rail is the total instead (jtop total_power() does the
-  same; NVIDIA forum thread "Orin NX power data from jtop" 242804).
+* JetPack 6's kernel exposes the chip's summation channel: ``in7_input``/``in7_label``
+  ("sum of shunt voltages") and ``curr4_input`` (sum of currents), per the kernel's
+  Documentation/hwmon/ina3221.rst. Neither is a rail: ``curr4_input`` has no ``in4_label``
+  (``in4..6_input`` are the shunt voltages of channels 1-3), and in7 is skipped by label.
+
+The total, one definition for this reader and the ``tegrastats`` reader (:func:`module_total`):
+
+* where the module has an input rail (``VDD_IN`` on Orin NX/Nano, ``POM_5V_IN`` on older
+  boards), that rail is the total (jtop total_power() does the same; NVIDIA forum thread
+  "Orin NX power data from jtop" 242804);
+* the AGX Orin has **no input rail**, so the total is ``module_rails_sum``: the sum of the
+  rails on its first monitor, ``VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0``.
+  ``VDDQ_VDD2_1V8AO`` (the second monitor) is reported as a rail but not added: a real AGX
+  Orin 32GB on L4T 36.4 prints only the first three in tegrastats
+  (``VDD_GPU_SOC 1995mW/1995mW VDD_CPU_CV 0mW/0mW VIN_SYS_5V0 2524mW/2524mW``, node rudi2 in
+  gt-crnch-rg/read-the-docs docs/neuromorphic/rudi-jetson-dev-boards.rst) while L4T 35 prints
+  the fourth too, so a sum that included it would mean different things on different
+  releases and sources. The total excludes the carrier board and regulator losses: it is
+  below wall power.
 """
 
 from __future__ import annotations
@@ -35,7 +47,26 @@ from amalia_edge.telemetry.paths import INA3221_DRIVER_NAME, INA3221_GLOB
 # Rails that are the module's input (the whole module), where a board has one.
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 MODULE_SUM_LABEL = "module_rails_sum"
+# Rails reported but never added into module_rails_sum (see the module docstring).
+NOT_IN_MODULE_SUM = ("VDDQ_VDD2_1V8AO",)
 _SKIP_LABELS = ("sum of shunt voltages",)
+
+
+def module_total(rails: dict[str, float]) -> tuple[float | None, str | None]:
+    """The module's power in watts and its label, from rail watts (sysfs or tegrastats).
+
+    The input rail where there is one; else the sum of the rails minus
+    :data:`NOT_IN_MODULE_SUM`, labelled :data:`MODULE_SUM_LABEL`; ``(None, None)`` for none.
+    """
+    if not rails:
+        return None, None
+    for name in INPUT_RAILS:
+        if name in rails:
+            return rails[name], name
+    summed = [w for name, w in rails.items() if name not in NOT_IN_MODULE_SUM]
+    if not summed:
+        return None, None
+    return sum(summed), MODULE_SUM_LABEL
 
 
 @dataclass(frozen=True)
@@ -107,7 +138,5 @@ class INA3221Sampler(Sampler):
         for r in self.rails:
             mv, ma = _read_int(r.voltage_path), _read_int(r.current_path)
             rails[r.name] = mv * ma / 1e6
-        total_rail = next((n for n in INPUT_RAILS if n in rails), None)
-        if total_rail is not None:
-            return Reading(rails=rails, power_w=rails[total_rail], power_label=total_rail)
-        return Reading(rails=rails, power_w=sum(rails.values()), power_label=MODULE_SUM_LABEL)
+        power, label = module_total(rails)
+        return Reading(rails=rails, power_w=power, power_label=label)

@@ -13,16 +13,21 @@ INA3221_GLOB = "sys/bus/i2c/devices/*/hwmon/hwmon*"
 # The hwmon "name" file reads "ina3221" (kernel drivers/hwmon/ina3221.c).
 INA3221_DRIVER_NAME = "ina3221"
 
-# RAPL: one directory per domain, intel-rapl:N (package) and intel-rapl:N:M (its subzones:
-# core, uncore, dram). Linux Documentation/power/powercap/powercap.rst.
+# RAPL: one directory per zone, intel-rapl:N (package-N, or psys on client CPUs) and
+# intel-rapl:N:M (a package's subzones: core, uncore, dram). Linux
+# Documentation/power/powercap/powercap.rst; cpupower powercap-info (see rapl.py).
 RAPL_GLOB = "sys/class/powercap/intel-rapl:*"
 
-# Jetson GPU load in tenths of a percent (0..1000): JetPack 5 exposes gpu.0/load; JetPack 6
-# moved the GPU under bus@0 (jetson_stats jtop/core/gpu.py reads "<gpu devfreq device>/load").
+# Jetson GPU load in tenths of a percent (0..1000). The GPU device sits directly under
+# /sys/devices on L4T r32-r35 (/sys/devices/gpu.0 links to it; on Orin L4T 35 it is
+# /sys/devices/17000000.ga10b: jetson_stats tests/nvpmodel lists that board's GPU clocks at
+# /sys/devices/17000000.ga10b/devfreq_dev/, and JP5 Orin scripts read
+# /sys/devices/gpu.0/devfreq/17000000.ga10b/cur_freq); JetPack 6 moved it under
+# platform/bus@0 (jetson_stats jtop/core/gpu.py reads "<gpu devfreq device>/load").
 GPU_LOAD_PATHS = (
-    "sys/devices/platform/gpu.0/load",  # L4T r32-r35 (JetPack 4-5)
-    "sys/devices/platform/bus@0/17000000.gpu/load",  # L4T r36 (JetPack 6), AGX Orin
-    "sys/devices/platform/17000000.ga10b/load",  # L4T r35 (JetPack 5), AGX Orin ga10b node
+    "sys/devices/gpu.0/load",  # L4T r32-r35 (JetPack 4-5): a link to the GPU device
+    "sys/devices/17000000.ga10b/load",  # L4T r35 (JetPack 5), Orin's ga10b GPU
+    "sys/devices/platform/bus@0/17000000.gpu/load",  # L4T r36 (JetPack 6), Orin
 )
 # GPU frequency through devfreq (Hz): the GPU's devfreq node, one table with the clock check
 # (amalia_edge.device.power.GPU_DEVFREQ, is_gpu_devfreq).

@@ -10,7 +10,13 @@ Since Linux 5.10 ``energy_uj`` is readable only by root (CVE-2020-8694, "PLATYPU
 normal user the source is reported unavailable with that reason, never as 0 W.
 
 Power per domain is Δenergy/Δt between consecutive reads; the total (``rapl_package_sum``) is
-the sum of the package domains only — subzones are already inside their package.
+the sum of the ``package-N`` zones only. Not every top-level zone is a package: client CPUs
+add ``intel-rapl:1`` named ``psys`` (the whole platform, packages included), and ``dram`` is
+a subzone of its package (``intel-rapl:0:2``), as a real hierarchy printed by cpupower
+powercap-info shows (package-0 → core, uncore, dram; intel-rapl:1 → psys; Linux commit
+"cpupower: Introduce powercap intel-rapl library and powercap-info command"). So subzones
+and psys are reported as rails and never added: adding psys would count the packages twice.
+A machine with psys but no package zone reports psys as its total (``rapl_psys``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from amalia_edge.telemetry.base import Reading, Sampler, SourceStatus
 from amalia_edge.telemetry.paths import RAPL_GLOB
 
 PACKAGE_SUM_LABEL = "rapl_package_sum"
+PSYS_LABEL = "rapl_psys"
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Domain:
     energy_path: Path
     max_range_uj: int
     is_package: bool
+    is_psys: bool = False
     last_uj: int | None = None
     last_t: float | None = None
 
@@ -67,10 +75,12 @@ class RaplSampler(Sampler):
                     continue
                 name = (p / "name").read_text().strip()
                 by_dir[p.name] = name
-                is_pkg = p.name.count(":") == 1
-                label = name if is_pkg else f"{by_dir.get(p.name.rsplit(':', 1)[0], '?')}/{name}"
+                top = p.name.count(":") == 1
+                is_pkg = top and name.startswith("package-")
+                label = name if top else f"{by_dir.get(p.name.rsplit(':', 1)[0], '?')}/{name}"
                 max_range = int((p / "max_energy_range_uj").read_text().split()[0])
-                domains.append(Domain(label, p / "energy_uj", max_range, is_pkg))
+                is_psys = top and name == "psys"
+                domains.append(Domain(label, p / "energy_uj", max_range, is_pkg, is_psys))
             for dom in domains:  # the first read: also where permission is checked
                 dom.last_uj = int(dom.energy_path.read_text().split()[0])
                 dom.last_t = self._clock()
@@ -92,6 +102,7 @@ class RaplSampler(Sampler):
         rails: dict[str, float] = {}
         total = 0.0
         have_total = False
+        psys: float | None = None
         for dom in self.domains:
             uj = int(dom.energy_path.read_text().split()[0])
             t = self._clock()
@@ -101,7 +112,11 @@ class RaplSampler(Sampler):
                 if dom.is_package:
                     total += watts
                     have_total = True
+                elif dom.is_psys:
+                    psys = watts
             dom.last_uj, dom.last_t = uj, t
         if not have_total:
+            if psys is not None:
+                return Reading(rails=rails, power_w=psys, power_label=PSYS_LABEL)
             return Reading(rails=rails)
         return Reading(rails=rails, power_w=total, power_label=PACKAGE_SUM_LABEL)

@@ -7,9 +7,16 @@ fixtures in ``tests/fixtures/telemetry/tegrastats_*.txt`` hold one example per r
   (one frequency per GPC in MHz), rails as ``VDD_GPU_SOC 2397mW/2397mW`` (instant/average),
   unconnected rails printed as ``NC 0mW/0mW``; powered-off sensors as ``-256C``.
 * JetPack 6 (L4T r36): a leading ``MM-DD-YYYY HH:MM:SS`` timestamp, lower-case temperatures
-  (``cpu@45.5C``), ``GR3D_FREQ 0%`` without frequencies when idle.
-* JetPack 7 (L4T r38): rails with three values (``VDD_GPU 1234mW/1100mW/2048mW``:
-  instant/average/peak); ``GR3D_FREQ`` with one ``%@[...]`` frequency per GPC.
+  (``cpu@45.5C``); on the AGX Orin only ``VDD_GPU_SOC``, ``VDD_CPU_CV`` and ``VIN_SYS_5V0``
+  (no ``VDDQ_VDD2_1V8AO``, no ``NC``). The fixture is a real AGX Orin 32GB on L4T 36.4.
+* A bare ``GR3D_FREQ 0%`` (no ``@[...]`` frequencies) is what tegrastats prints when it cannot
+  read the GPU, i.e. when it is not run as root (the real L4T 36.4 line above was taken by a
+  user; lines run with ``sudo tegrastats`` carry ``GR3D_FREQ 14%@[407,407]``). It means
+  "GPU load unknown", not "idle": the load is left ``None``.
+* L4T r38 (JetPack 7.0/7.1, Jetson Thor only; Orin gets JetPack 7 with r39): rails with
+  three values (``VDD_GPU 1234mW/1100mW/2048mW``: instant/average/peak); ``GR3D_FREQ`` with
+  one ``%@[...]`` frequency per GPC. The fixture's layout is as described for r38; no real
+  line was available.
 * L4T r32 (JetPack 4) rails without units (``POM_5V_IN 2545/2547``) still parse.
 
 Sources: NVIDIA Jetson Linux Developer Guide, "tegrastats Utility" (reported statistics table);
@@ -28,7 +35,7 @@ import time
 from pathlib import Path
 
 from amalia_edge.telemetry.base import Reading, Sampler, SourceStatus
-from amalia_edge.telemetry.ina3221 import INPUT_RAILS, MODULE_SUM_LABEL
+from amalia_edge.telemetry.ina3221 import module_total
 
 _RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
 _CPU = re.compile(r"\bCPU \[([^\]]*)\]")
@@ -53,7 +60,7 @@ def parse_line(line: str) -> Reading:
         if loads:
             r.cpu_percent = sum(loads) / len(loads)
     if m := _GR3D.search(line):
-        if m.group(1) is not None:
+        if m.group(1) is not None and m.group(2):
             r.gpu_load = float(m.group(1))
         if m.group(2):
             freqs = [int(f) for f in m.group(2).split(",") if f]
@@ -68,12 +75,7 @@ def parse_line(line: str) -> Reading:
         if name in _NOT_RAILS:
             continue
         r.rails[name] = int(m.group(2)) / 1000.0  # first value: instantaneous mW
-    if r.rails:
-        total = next((n for n in INPUT_RAILS if n in r.rails), None)
-        if total is not None:
-            r.power_w, r.power_label = r.rails[total], total
-        else:
-            r.power_w, r.power_label = sum(r.rails.values()), MODULE_SUM_LABEL
+    r.power_w, r.power_label = module_total(r.rails)
     return r
 
 

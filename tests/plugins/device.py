@@ -26,6 +26,8 @@ FAKE_BIN = FIXTURES / "bin"
 BOARD_NAMES = (
     "agx-orin-64gb-jp6",
     "agx-orin-32gb-jp5",
+    "agx-orin-32gb-jp60",
+    "agx-orin-64gb-jp72",
     "orin-nano-8gb-jp6",
     "x86-rtx",
     "x86-plain",
