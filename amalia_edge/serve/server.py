@@ -160,6 +160,30 @@ def load_engine(cfg: ServeConfig) -> Loaded:
     return Loaded(engine, banner)
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM/SIGINT that ended a clean shutdown is not raised
+        again afterwards (uvicorn re-raises it, so the process would die of the signal and
+        systemd would log a failure): ``serve`` returns 0 instead."""
+
+        def capture_signals(self) -> Any:
+            import contextlib
+
+            outer = super().capture_signals
+
+            @contextlib.contextmanager
+            def captured() -> Any:
+                with outer():
+                    yield
+                    self._captured_signals.clear()
+
+            return captured()
+
+    return Server
+
+
 def serve(
     cfg: ServeConfig,
     *,
@@ -170,6 +194,8 @@ def serve(
     import uvicorn
 
     from amalia_edge.serve.app import ServerState, build_app
+
+    _Server = _server_class()
 
     check_config(cfg)
     say = print_fn or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -234,7 +260,7 @@ def serve(
         access_log=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     say(f"amalia-edge serve: listening on http://{cfg.host}:{cfg.port} (loading the model…)")
     try:
         server.run()
