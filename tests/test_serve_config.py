@@ -80,3 +80,31 @@ def test_503_while_the_model_loads(loading_server: str) -> None:
             assert body["status"] == "loading"
         else:
             assert body["error"]["code"] == "model_loading"
+
+
+def test_systemd_unit_runs_unprivileged_and_restarts() -> None:
+    import configparser
+    import shutil
+    import subprocess
+
+    from tests.serve_server import REPO
+
+    unit = REPO / "jetson" / "amalia-edge-serve.service"
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read(unit, encoding="utf-8")
+    svc = cp["Service"]
+    assert svc["User"] not in ("", "root") and svc["Restart"] == "on-failure"
+    assert "amalia-edge serve" in svc["ExecStart"] and svc["NoNewPrivileges"] == "yes"
+    assert cp["Install"]["WantedBy"] == "multi-user.target"
+    if shutil.which("systemd-analyze"):
+        out = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+        )
+        # The only complaint allowed here: the venv of the board does not exist on this machine.
+        problems = [
+            ln
+            for ln in (out.stdout + out.stderr).splitlines()
+            if ln.strip() and "is not executable" not in ln
+        ]
+        assert not problems, problems
