@@ -16,6 +16,8 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
+import itertools
+
 from amalia_edge.runtime import LoadOptions, SamplingParams
 from amalia_edge.runtime.artifacts import resolve_model
 from amalia_edge.runtime.backend import kv_cache_bytes
@@ -186,3 +188,42 @@ def test_default_parallel_from_memory(f16_artifact: Any) -> None:
     assert tight.n == 2
     assert choose_parallel(f16_artifact, 2048, 1).n == 1
     assert choose_parallel(f16_artifact, 2048, None).n == 4
+
+
+def test_serial_engine_serves_onnxruntime_one_request_at_a_time(
+    tiny_checkpoint: Path, tmp_path_factory: Any
+) -> None:
+    """ONNX Runtime has no batched decode: requests queue and run one at a time, with the
+    same events and the same tokens as the runtime's own stream."""
+    pytest.importorskip("onnxruntime")
+    from amalia_edge.convert.pipeline import quantize
+    from amalia_edge.runtime import load_model
+    from amalia_edge.serve.engine import SerialEngine
+
+    out = tmp_path_factory.mktemp("serve_onnx")
+    quantize(
+        tiny_checkpoint,
+        out,
+        ["F16"],
+        imatrix="none",
+        onnx_types=("fp32",),
+        threads=1,
+        progress=False,
+    )
+    model = load_model(out, backend="onnxruntime", n_ctx=128)
+    ids = model.session.prompt_ids(PROMPTS[0])
+    expected = model.generate(ids, sampling=GREEDY, max_tokens=8)
+    eng = SerialEngine(model, max_queue=4)
+    assert eng.info.backend == "onnxruntime" and eng.info.parallel == 1
+    assert not eng.info.batching and not eng.supports_penalties
+    eng.start()
+    try:
+        cs = [submit(eng, ids, 8) for _ in range(3)]
+        for c in cs:
+            fin = c.finished
+            assert fin.token_ids == expected.token_ids and fin.text == expected.text
+        # One at a time: each request started after the previous one finished.
+        spans = [(c.events[0].t, c.finished.t_end) for c in cs]
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    finally:
+        eng.close()

@@ -343,6 +343,11 @@ class LlamaBatchEngine(Engine):
         self._done(slot.last_used - slot.t_admit)
         self._emit(req, eb.finish(reason, error=error))
 
+    def _cancel_running(self) -> None:
+        for s in self._slots:
+            if (req := s.req) is not None:
+                req.cancel.set()
+
     def _run(self) -> None:
         try:
             self._loop()

@@ -174,16 +174,23 @@ class Engine(ABC):
             return self._cv.wait_for(lambda: not self._queue and self.busy == 0, timeout)
 
     def close(self) -> None:
-        """Cancel what is left, stop the worker and free the model."""
+        """Cancel what is left (queued and running), stop the worker and free the model."""
         with self._cv:
             self._closing = True
             for r in self._queue:
                 r.cancel.set()
             self._stopping = True
             self._cv.notify_all()
+        self._cancel_running()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():  # never free a model a decode may still be using
+                log.error("the engine did not stop within 30 s; not freeing the model")
+                return
         self._free()
+
+    def _cancel_running(self) -> None:  # noqa: B027 - engines with running requests override
+        """Set the cancel event of every request being decoded."""
 
     # -- worker side ---------------------------------------------------------------------------
     _stopping = False
@@ -256,10 +263,17 @@ class SerialEngine(Engine):
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.model.session.apply_chat_template(messages)
 
+    _current: GenRequest | None = None
+
+    def _cancel_running(self) -> None:
+        if (req := self._current) is not None:
+            req.cancel.set()
+
     def _run(self) -> None:
         import time
 
         while (req := self._take(block=True)) is not None:
+            self._current = req
             self.busy = 1
             t0 = time.perf_counter()
             try:
@@ -277,6 +291,7 @@ class SerialEngine(Engine):
                 log.exception("generation failed")
                 _finish_unstarted(req, f"{type(exc).__name__}: {exc}")
             finally:
+                self._current = None
                 self.busy = 0
                 self._done(time.perf_counter() - t0)
 
