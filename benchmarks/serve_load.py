@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """``amalia-edge serve`` under load: what the server costs, and what batching buys.
 
-For each model (the bundled demo model, and with ``--random`` a random-weight 0.6B-class
-model of realistic speed built by ``tests/factory.py``), all at F16, same threads, one run:
+For each model (the bundled demo model; with ``--random`` also a random-weight 180M model
+built by ``tests/factory.py`` whose decode is bandwidth-bound like a real model's), at F16,
+same threads, in one run:
 
 1. in-process: ``load_model(...).generate`` decode tokens/s (the baseline: no server);
 2. our server, one client streaming ``/v1/completions``: decode tokens/s seen by the client,
@@ -17,11 +18,15 @@ Decode tokens/s is (tokens - 1) / (time of the last streamed token - time of the
 the client sees it; aggregate over 4 clients is the sum of their (tokens - 1) over the span
 from the first client's first token to the last client's last token. Generation is greedy
 with ``ignore_eos`` (ours) so every reply has exactly ``--tokens`` tokens; llama_cpp.server
-has no ``ignore_eos``, so its replies are counted as they come (the table says how many).
+has no ``ignore_eos``, so its replies are counted as they come (the JSON says how many).
+Everything is loaded at once and each repetition runs every measurement in turn, so load
+from other jobs on a shared machine hits all of them alike; medians over ``--reps``.
+Also reported: the batch engine alone in this process (no HTTP), to show where a loss is.
+Results: a Markdown table on stdout and ``benchmarks/results/serve_load.json``.
 
 Usage::
 
-    python3 benchmarks/serve_load.py [--random] [--threads 2] [--tokens 128] [--reps 3]
+    python3 benchmarks/serve_load.py [--random] [--threads 1] [--tokens 128] [--reps 3]
 """
 
 from __future__ import annotations
@@ -129,29 +134,25 @@ def pct(xs: list[float], q: float) -> float:
     return xs[k]
 
 
-def load_server(
-    name: str,
-    cmd: list[str],
-    ready_url: str,
-    port: int,
-    body: dict[str, Any],
-    reps: int,
-    clients: int,
+class Server:
+    """A server subprocess; ``startup_s`` is process start to the first 200 on ``ready``."""
+
+    def __init__(self, name: str, cmd: list[str], ready: str, port: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.port = port
+        self.log = open(Path(tempfile.gettempdir()) / f"serve_load_{name}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.startup_s = wait_http(f"http://127.0.0.1:{port}{ready}", self.proc)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+        self.log.close()
+
+
+def summarize(
+    startup: float, single: list[dict[str, Any]], multi: list[list[dict[str, Any]]]
 ) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = open(Path(tempfile.gettempdir()) / f"serve_load_{name}.log", "wb")  # noqa: SIM115
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        startup = wait_http(ready_url, proc)
-        del t0
-        stream_once(port, {**body, "max_tokens": 8})  # warm-up
-        single = [stream_once(port, body) for _ in range(reps)]
-        multi = [concurrent(port, body, clients) for _ in range(reps)]
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
     ttfts = [r["times"][0] - r["t_send"] for rs in multi for r in rs if r["times"]]
     return {
         "startup_s": startup,
@@ -164,39 +165,74 @@ def load_server(
     }
 
 
-def in_process(gguf: Path, n_ctx: int, threads: int, tokens: int, reps: int) -> float:
-    from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
+class Direct:
+    """In this process: ``Model.generate`` (the baseline) and the batch engine alone (no HTTP:
+    splits the server's cost into the engine's and the HTTP path's). Both report
+    ``Finished.decode_tps``, stamped as each token is produced."""
 
-    sp = SamplingParams(temperature=0.0, ignore_eos=True)
-    with load_model(gguf, n_ctx=n_ctx, options=LoadOptions(n_threads=threads)) as m:
-        m.generate(PROMPT, sampling=sp, max_tokens=8)
-        return statistics.median(
-            m.generate(PROMPT, sampling=sp, max_tokens=tokens).decode_tps for _ in range(reps)
-        )
+    def __init__(self, gguf: Path, n_ctx: int, threads: int, clients: int) -> None:
+        from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
+        from amalia_edge.runtime.artifacts import resolve_model
+        from amalia_edge.serve.batch import LlamaBatchEngine
+
+        opts = LoadOptions(n_threads=threads)
+        self.sp = SamplingParams(temperature=0.0, ignore_eos=True)
+        self.model = load_model(gguf, n_ctx=n_ctx, options=opts)
+        art = resolve_model(gguf).usable()[0]
+        self.engine = LlamaBatchEngine(art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=False)
+        self.engine.start()
+        self.ids = self.engine.tokenize(PROMPT)
+
+    def generate(self, n: int) -> float:
+        return float(self.model.generate(PROMPT, sampling=self.sp, max_tokens=n).decode_tps)
+
+    def engine_one(self, n: int) -> float:
+        from amalia_edge.runtime.events import Finished
+        from amalia_edge.serve.engine import GenRequest
+
+        done = threading.Event()
+        box: list[Finished] = []
+
+        def sink(ev: Any) -> None:
+            if isinstance(ev, Finished):
+                box.append(ev)
+                done.set()
+
+        self.engine.submit(GenRequest(list(self.ids), self.sp, n, sink))
+        done.wait()
+        return float(box[0].decode_tps)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.model.close()
 
 
 def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, Any]:
-    n_ctx = args.ctx
+    """Everything loaded at once, then each repetition runs every measurement in turn
+    (in-process, engine, our server 1 and N clients, llama_cpp.server 1 and N clients), so
+    that load from other jobs on a shared machine hits all of them alike."""
+    n_ctx, n, reps, clients = args.ctx, args.tokens, args.reps, args.clients
     print(f"\n== {label}: {gguf} (ctx {n_ctx}, {args.threads} threads)", file=sys.stderr)
     res: dict[str, Any] = {
         "model": label,
         "gguf": str(gguf),
         "threads": args.threads,
-        "tokens": args.tokens,
-        "clients": args.clients,
+        "tokens": n,
+        "clients": clients,
         "n_ctx": n_ctx,
+        "reps": reps,
     }
-    res["in_process_tps"] = in_process(gguf, n_ctx, args.threads, args.tokens, args.reps)
     body = {
         "prompt": PROMPT,
-        "max_tokens": args.tokens,
+        "max_tokens": n,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,
     }
+    theirs_body = {k: v for k, v in body.items() if k not in ("ignore_eos", "stream_options")}
     port = free_port()
-    ours = load_server(
+    ours = Server(
         "amalia",
         [
             sys.executable,
@@ -207,25 +243,21 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
             "--port",
             str(port),
             "--parallel",
-            str(args.clients),
+            str(clients),
             "--threads",
             str(args.threads),
             "--ctx",
             str(n_ctx),
         ],
-        f"http://127.0.0.1:{port}/health",
+        "/health",
         port,
-        body,
-        args.reps,
-        args.clients,
     )
-    res["amalia"] = ours
-    print(json.dumps(res), file=sys.stderr, flush=True)
+    theirs: Server | None = None
     try:
         import llama_cpp.server  # noqa: F401
 
         port = free_port()
-        res["llama_cpp_server"] = load_server(
+        theirs = Server(
             "llama_cpp",
             [
                 sys.executable,
@@ -241,28 +273,63 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
                 str(args.threads),
                 "--n_ctx",
                 str(n_ctx),
-                # by default a new request interrupts the one streaming (the other
-                # clients would get nothing): queue them instead, one at a time
+                # by default a new request interrupts the one streaming (the other clients would
+                # get nothing): queue them instead, one at a time
                 "--interrupt_requests",
                 "False",
             ],
-            f"http://127.0.0.1:{port}/v1/models",
+            "/v1/models",
             port,
-            {k: v for k, v in body.items() if k not in ("ignore_eos", "stream_options")},
-            args.reps,
-            args.clients,
         )
     except ImportError:
-        res["llama_cpp_server"] = None
+        pass
+    direct = Direct(gguf, n_ctx, args.threads, clients)
+    gen: list[float] = []
+    eng: list[float] = []
+    o1: list[dict[str, Any]] = []
+    on: list[list[dict[str, Any]]] = []
+    t1: list[dict[str, Any]] = []
+    tn: list[list[dict[str, Any]]] = []
+    try:
+        direct.generate(8), direct.engine_one(8)  # warm-up
+        stream_once(ours.port, {**body, "max_tokens": 8})
+        if theirs:
+            stream_once(theirs.port, {**theirs_body, "max_tokens": 8})
+        for i in range(reps):
+            print(f"  repetition {i + 1}/{reps}", file=sys.stderr, flush=True)
+            gen.append(direct.generate(n))
+            eng.append(direct.engine_one(n))
+            o1.append(stream_once(ours.port, body))
+            on.append(concurrent(ours.port, body, clients))
+            if theirs:
+                t1.append(stream_once(theirs.port, theirs_body))
+                tn.append(concurrent(theirs.port, theirs_body, clients))
+    finally:
+        direct.close()
+        ours.close()
+        if theirs:
+            theirs.close()
+    res["in_process_tps"] = statistics.median(gen)
+    res["engine_tps"] = statistics.median(eng)
+    res["amalia"] = summarize(ours.startup_s, o1, on)
+    res["llama_cpp_server"] = summarize(theirs.startup_s, t1, tn) if theirs else None
+    print(json.dumps(res), file=sys.stderr, flush=True)
     return res
 
 
 def random_model(tmp: Path, threads: int) -> Path:
-    """A random-weight Llama of realistic speed: 0.6B parameters, 128k vocabulary (F16)."""
+    """A random-weight Llama whose decode is bandwidth-bound like a real one: 12 layers of
+    EuroLLM-1.7B's width class (hidden 1024, FFN 4096, 16 heads / 4 KV heads), 180M
+    parameters, F16 (360 MB read per token). The vocabulary stays the test tokenizer's 1536
+    pieces: padded to 128k (``BENCH_0_6B``) almost every sampled token would be an unused
+    ``[PAD]`` piece with no text, and a client could not time tokens it never sees."""
+    from dataclasses import replace
+
     from amalia_edge.convert.pipeline import quantize
     from tests.factory import BENCH_0_6B, build_checkpoint
 
-    ckpt = build_checkpoint(tmp / "ckpt", BENCH_0_6B)
+    spec = replace(BENCH_0_6B, extra_vocab=0, num_hidden_layers=12, shards=1)
+    ckpt = build_checkpoint(tmp / "ckpt", spec)
     quantize(ckpt, tmp / "art", ["F16"], imatrix="none", threads=threads, progress=False)
     return next((tmp / "art").glob("*F16.gguf"))
 
@@ -276,6 +343,11 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         base = r["in_process_tps"]
         rows.append(f"| {r['model']} | in-process `generate` | – | {base:.1f} | 1.00 | – | – | – |")
+        eng = r["engine_tps"]
+        rows.append(
+            f"| {r['model']} | batch engine alone (no HTTP) | – | {eng:.1f} | "
+            f"{eng / base:.3f} | – | – | – |"
+        )
         for key, name in (
             ("amalia", "amalia-edge serve"),
             ("llama_cpp_server", "llama_cpp.server"),
@@ -296,7 +368,9 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", help="a .gguf (default: the demo model at F16)")
-    ap.add_argument("--random", action="store_true", help="also a random-weight 0.6B model")
+    ap.add_argument(
+        "--random", action="store_true", help="also a random-weight 180M model of realistic speed"
+    )
     ap.add_argument("--only-random", action="store_true", help="only the random model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=128)
@@ -321,7 +395,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             gguf = random_model(Path(tmp), args.threads)
             a = argparse.Namespace(**{**vars(args), "tokens": args.random_tokens})
-            results.append(bench_model("random 0.6B", gguf, a))
+            results.append(bench_model("random 180M", gguf, a))
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

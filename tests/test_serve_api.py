@@ -74,13 +74,13 @@ def reference(demo_artifacts: Path, server: ServerProcess) -> Any:
     llm = model.session.llama
     lock = threading.Lock()
 
-    def ref(prompt: str | list[Message], n: int) -> tuple[str, int, int, str]:
+    def ref(prompt: str | list[Message], n: int, **penalties: float) -> tuple[str, int, int, str]:
         with lock:
             text = model.fit_chat(prompt, n).prompt if isinstance(prompt, list) else prompt
             ids = model.session.prompt_ids(text)
             out: list[int] = []
             finish = "length"
-            for tok in llm.generate(ids, temp=0.0, reset=True):
+            for tok in llm.generate(ids, temp=0.0, reset=True, **penalties):
                 if llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok):
                     finish = "stop"
                     break
@@ -159,7 +159,7 @@ def test_completions_stream_and_not(client: Any, model_id: str, reference: Any) 
     assert chunks[-1].choices[0].finish_reason == finish
 
 
-def test_sampling_options_are_honoured(client: Any, model_id: str) -> None:
+def test_sampling_options_are_honoured(client: Any, model_id: str, reference: Any) -> None:
     kw: dict[str, Any] = {"model": model_id, "prompt": "Era uma vez", "max_tokens": 12}
     a = client.completions.create(**kw, temperature=1.0, top_p=0.9, seed=7)
     b = client.completions.create(**kw, temperature=1.0, top_p=0.9, seed=7)
@@ -167,9 +167,14 @@ def test_sampling_options_are_honoured(client: Any, model_id: str) -> None:
     pen = client.completions.create(
         **kw, temperature=0, presence_penalty=1.5, frequency_penalty=1.0
     )
-    assert pen.usage.completion_tokens >= 1
-    greedy = client.completions.create(**kw, temperature=0)
-    stopped = client.completions.create(**kw, temperature=0, stop=[greedy.choices[0].text[3:6]])
+    # The same penalties sampler as llama-cpp-python's own (last 64 generated tokens).
+    ref_text, _, ref_n, _ = reference(
+        "Era uma vez", 12, presence_penalty=1.5, frequency_penalty=1.0
+    )
+    assert (pen.choices[0].text, pen.usage.completion_tokens) == (ref_text, ref_n)
+    exact_kw = {**kw, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    greedy = client.completions.create(**exact_kw)
+    stopped = client.completions.create(**exact_kw, stop=[greedy.choices[0].text[3:6]])
     assert stopped.choices[0].finish_reason == "stop"
     assert greedy.choices[0].text.startswith(stopped.choices[0].text)
     assert len(stopped.choices[0].text) < len(greedy.choices[0].text)
