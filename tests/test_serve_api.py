@@ -420,6 +420,8 @@ def strict(demo_artifacts: Path) -> Iterator[ServerProcess]:
         "0",
         "--shutdown-timeout",
         "20",
+        "--max-prompt-tokens",
+        "64",
         env={"AMALIA_EDGE_API_KEY": KEY},
     )
     try:
@@ -439,6 +441,17 @@ def test_api_key_required(strict: ServerProcess) -> None:
     good = openai.OpenAI(base_url=strict.url + "/v1", api_key=KEY, max_retries=0)
     r = good.completions.create(model=name, prompt="Olá", max_tokens=3)
     assert r.usage.completion_tokens >= 1
+
+
+def test_prompt_token_limit(strict: ServerProcess) -> None:
+    name = strict.wait_ready()["model"]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    code, _, raw = strict.post(
+        "/v1/completions", {"model": name, "prompt": "palavra " * 200}, headers=auth
+    )
+    assert code == 400
+    err = json.loads(raw)["error"]
+    assert err["code"] == "context_length_exceeded" and "at most 64" in err["message"]
 
 
 def test_queue_full_is_429_with_retry_after(strict: ServerProcess) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -43,24 +44,32 @@ def test_cli_refuses_in_one_line(capsys: Any, monkeypatch: Any) -> None:
     assert err.count("\n") == 0 and "--api-key" in err and "Traceback" not in err
 
 
-@pytest.fixture()
-def loading_server() -> Iterator[str]:
+@contextlib.contextmanager
+def _app_server(cors: list[str] | None = None) -> Iterator[str]:
+    """The app with no model (still loading), served by uvicorn on 127.0.0.1 in a thread."""
     import uvicorn
 
     from amalia_edge.serve.app import ServerState, build_app
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(ServerState()), host="127.0.0.1", port=port, log_level="error")
-    )
+    app = build_app(ServerState(), cors=cors)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)
+
+
+@pytest.fixture()
+def loading_server() -> Iterator[str]:
+    with _app_server() as url:
+        yield url
 
 
 def test_503_while_the_model_loads(loading_server: str) -> None:
@@ -108,3 +117,31 @@ def test_systemd_unit_runs_unprivileged_and_restarts() -> None:
             if ln.strip() and "is not executable" not in ln
         ]
         assert not problems, problems
+
+
+def _preflight(url: str, origin: str) -> dict[str, str]:
+    req = urllib.request.Request(
+        url + "/v1/chat/completions",
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return {k.lower(): v for k, v in e.headers.items()}
+
+
+def test_cors_is_off_by_default(loading_server: str) -> None:
+    assert "access-control-allow-origin" not in _preflight(loading_server, "http://evil.test")
+
+
+def test_cors_only_for_the_given_origin() -> None:
+    with _app_server(["http://laptop.lan:3000"]) as url:
+        ok = _preflight(url, "http://laptop.lan:3000")
+        assert ok["access-control-allow-origin"] == "http://laptop.lan:3000"
+        assert "access-control-allow-origin" not in _preflight(url, "http://evil.test")
