@@ -107,6 +107,26 @@ class _Slot:
     last_used: float = 0.0
 
 
+def _physical_cores() -> int:
+    import os
+
+    import psutil
+
+    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
+def gpu_offload(options: LoadOptions | None) -> bool:
+    """Whether llama.cpp will offload (a CUDA build, not disabled with ``--cpu``)."""
+    if options is not None and options.gpu is False:
+        return False
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (ImportError, OSError):
+        return False
+
+
 def _cpu_has_amx() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -140,7 +160,7 @@ class LlamaBatchEngine(Engine):
         super().__init__(max_queue)
         import llama_cpp as L
 
-        from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES, _physical_cores
+        from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES
 
         self._L = L
         if parallel < 1:
@@ -166,7 +186,7 @@ class LlamaBatchEngine(Engine):
                 fix="check the file (re-run `amalia-edge quantize`) and the free memory",
             )
         self._vocab = L.llama_model_get_vocab(self._model)
-        threads = options.n_threads or _physical_cores()
+        threads = options.n_threads or _physical_cores()  # as the llama.cpp backend does
         kv_type = KV_CACHE_GGML_TYPES.get(options.kv_cache_type, 1)
         flash = options.flash_attn if options.flash_attn is not None else gpu
         cparams = L.llama_context_default_params()

@@ -109,11 +109,11 @@ def load_engine(cfg: ServeConfig) -> Loaded:
     banner = [f"model {name}: {cand.backend} {cand.artifact.quant} ({cand.artifact.path})"]
     if cand.backend == "llama.cpp":
         from amalia_edge.runtime import registry
-        from amalia_edge.serve.batch import LlamaBatchEngine, choose_parallel
+        from amalia_edge.serve.batch import LlamaBatchEngine, choose_parallel, gpu_offload
 
         backend = registry.get("llama.cpp")
         est = backend.memory_estimate(cand.artifact, sel.n_ctx, options)
-        gpu = bool(backend._gpu(options)) if hasattr(backend, "_gpu") else False
+        gpu = gpu_offload(options)
         if cfg.parallel is None:
             free = device.mem_available if device is not None else None
             choice = choose_parallel(
