@@ -144,6 +144,20 @@ def test_chat_stream_equals_non_stream(client: Any, model_id: str) -> None:
     assert len(extra) == 1 and extra[0]["ttft_s"] > 0
 
 
+def test_next_chat_turn_evaluates_only_the_new_tokens(client: Any, model_id: str) -> None:
+    msgs = [{"role": "user", "content": "Fala-me do Alentejo e das suas planícies."}]
+    r1 = client.chat.completions.create(model=model_id, messages=msgs, max_tokens=8, temperature=0)
+    msgs += [
+        {"role": "assistant", "content": r1.choices[0].message.content},
+        {"role": "user", "content": "E do Algarve?"},
+    ]
+    r2 = client.chat.completions.create(model=model_id, messages=msgs, max_tokens=8, temperature=0)
+    evaluated = r2.model_extra["amalia"]["prompt_tokens_evaluated"]
+    assert r1.model_extra["amalia"]["prompt_tokens_evaluated"] <= r1.usage.prompt_tokens
+    # The slot still holds the first turn: only the reply's end and the new message are new.
+    assert 0 < evaluated < r2.usage.prompt_tokens - r1.usage.prompt_tokens + 8
+
+
 def test_completions_stream_and_not(client: Any, model_id: str, reference: Any) -> None:
     prompt = "A cidade de Lisboa"
     text, n_prompt, n_out, finish = reference(prompt, 16)

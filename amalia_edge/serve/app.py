@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 
 from amalia_edge.errors import AmaliaEdgeError, ContextOverflowError
 from amalia_edge.runtime.chat import Message
-from amalia_edge.runtime.events import Event, Finished, TokenEvent
+from amalia_edge.runtime.events import Event, Finished, PromptProcessed, TokenEvent
 from amalia_edge.runtime.sampling import SamplingParams
 from amalia_edge.serve.engine import Engine, GenRequest, NotReadyError, QueueFullError, ServeError
 from amalia_edge.serve.metrics import Metrics
@@ -257,6 +257,7 @@ class _Job:
     queue: asyncio.Queue[Event]
     t_received: float
     token_times: list[float] = field(default_factory=list)
+    prompt_evaluated: int | None = None  # prompt tokens evaluated (the rest came from the cache)
 
 
 def _submit(
@@ -290,7 +291,7 @@ def _amalia(state: ServerState, job: _Job, fin: Finished) -> dict[str, Any]:
     return {
         "ttft_s": None if first is None else round(first - job.t_received, 4),
         "decode_tokens_per_s": round(fin.decode_tps, 2),
-        "prompt_tokens_evaluated": fin.prompt_tokens,
+        "prompt_tokens_evaluated": job.prompt_evaluated,
         "watts": None if watts is None else round(watts, 3),
         "joules": None if joules is None else round(joules, 4),
         "joules_per_token": None if joules is None or n == 0 else round(joules / n, 5),
@@ -531,6 +532,8 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
                 continue
             if isinstance(ev, TokenEvent):
                 job.token_times.append(ev.t)
+            elif isinstance(ev, PromptProcessed):
+                job.prompt_evaluated = ev.n_tokens
             elif isinstance(ev, Finished):
                 return ev
 
@@ -576,7 +579,9 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
                 yield chunk({"role": "assistant", "content": ""})
             while True:
                 ev = await job.queue.get()
-                if isinstance(ev, TokenEvent):
+                if isinstance(ev, PromptProcessed):
+                    job.prompt_evaluated = ev.n_tokens
+                elif isinstance(ev, TokenEvent):
                     job.token_times.append(ev.t)
                     if ev.text:
                         yield chunk({"content": ev.text} if chat else ev.text)
