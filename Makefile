@@ -6,7 +6,7 @@ PIP    := $(PYTHON) -m pip
 PY310  ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python /usr/bin/python3.10 /usr/local/bin/python3.10))
 VENV310 ?= .venv310
 
-.PHONY: demo test test-py310 install-dev lint typecheck pytest
+.PHONY: demo test test-py310 install-dev chromium lint typecheck pytest
 
 # Main job: install, quantize the bundled demo model, then generate with the result.
 demo:
@@ -16,6 +16,15 @@ demo:
 
 install-dev:
 	$(PIP) install -q -e '.[dev]'
+
+# Debian's chromium for the chat-page test (Playwright drives it; no `playwright install`).
+# Skipped when /usr/bin/chromium exists; without apt or root the browser test skips itself.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "chromium: no apt-get; the browser test will be skipped"; exit 0; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+	  || echo "chromium: install failed; the browser test will be skipped"
 
 lint:
 	$(PYTHON) -m ruff check .
@@ -28,7 +37,7 @@ pytest:
 	$(PYTHON) -m pytest -q
 
 # Tests: install everything, then lint, type-check and run the whole suite (3.11, then 3.10).
-test: install-dev lint typecheck pytest test-py310
+test: install-dev chromium lint typecheck pytest test-py310
 
 # The same suite under Python 3.10 (JetPack 6's Python), in its own virtual environment.
 # Skipped, saying so, where no Python 3.10 interpreter exists.

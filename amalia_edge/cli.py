@@ -41,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("bench", "bench", "benchmark backends and quant types: tokens/s, latency, watts"),
     Command("power", "power", "show or change the Jetson power mode and clocks"),
     Command("build-engine", "build_engine", "build TensorRT engines from ONNX on this device"),
+    Command("serve", "serve", "serve a model: OpenAI-compatible API, batching, chat page"),
 )
 
 
