@@ -6,6 +6,14 @@ PIP    := $(PYTHON) -m pip
 PY310  ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python /usr/bin/python3.10 /usr/local/bin/python3.10))
 VENV310 ?= .venv310
 
+# llama-cpp-python compiles llama.cpp. On x86-64 build its CPU backend for AVX2 rather than
+# GGML_NATIVE: on CPUs with AMX (Intel Sapphire Rapids and later, CI's machine among them) a
+# native build turns on ggml's AMX matmul, which crashes (SIGSEGV in ggml_backend_amx_mul_mat)
+# on small models' Q8_0 / Q4_K_M tensors. Set CMAKE_ARGS yourself to override.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
+
 .PHONY: demo test test-py310 install-dev chromium lint typecheck pytest
 
 # Main job: install, quantize the bundled demo model, then generate with the result.
