@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from amalia_edge.commands import add_model_argument
 from amalia_edge.errors import AmaliaEdgeError
@@ -87,8 +88,34 @@ def run(args: argparse.Namespace) -> int:
     store = HistoryStore()
     app = ChatApp(spec, lang=args.lang, settings=settings, resume=args.resume, store=store)
     with _log_to_file(store.root.parent / "chat.log"):
-        app.run()
+        run_app(app)
     return 0
+
+
+def run_app(app: Any, **run_kwargs: Any) -> None:
+    """``app.run()``, but a bug inside the app is re-raised here after the screen is restored.
+
+    Textual's own handler prints a traceback with ``show_locals=True`` (the conversation text
+    included) and exits 0 from ``run()``; instead the app is closed and the exception reaches
+    :func:`amalia_edge.cli.main`, which prints one line, saves a report without user text and
+    exits 1.
+    """
+    crashes: list[Exception] = []
+
+    def on_crash(error: Exception) -> None:
+        crashes.append(error)
+        # The same shutdown as Textual's App._fatal_error (textual 8.2), minus the traceback.
+        app._return_code = 1
+        close = getattr(app, "_close_messages_no_wait", None)
+        if close is not None:
+            close()
+        else:  # pragma: no cover - a future Textual without it
+            app.exit(return_code=1)
+
+    app._handle_exception = on_crash
+    app.run(**run_kwargs)
+    if crashes:
+        raise crashes[0]
 
 
 def _list_conversations() -> int:
