@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from amalia_edge.commands import add_model_argument
+from amalia_edge.commands import MAX_CTX, add_model_argument, float_range, int_range, threads_type
 from amalia_edge.errors import AmaliaEdgeError
 
 
@@ -19,13 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
     parser.add_argument(
         "--ctx",
-        type=int,
+        type=int_range(1, MAX_CTX),
         default=None,
         help="context size in tokens (2048, or the model's own if shorter)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=threads_type(),
         default=None,
         help="decode threads (default: physical cores less one, leaving one to the interface)",
     )
@@ -33,9 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lang", choices=("pt", "en"), default="pt", help="interface language (pt: pt-PT)"
     )
     parser.add_argument("--system", default=None, help="system prompt (default: a pt-PT one)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling top-p (0.95)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest reply in tokens (512)")
+    parser.add_argument(
+        "--temperature", type=float_range(0, 100), default=0.7, help="sampling temperature (0.7)"
+    )
+    parser.add_argument(
+        "--top-p", type=float_range(0, 1), default=0.95, help="nucleus sampling top-p (0.95)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int_range(1, MAX_CTX),
+        default=512,
+        help="longest reply in tokens (512)",
+    )
     parser.add_argument("--resume", default=None, metavar="ID", help="resume a saved conversation")
     parser.add_argument(
         "--list", action="store_true", help="list saved conversations (ID, date, title) and exit"
