@@ -112,21 +112,24 @@ def loads_json(
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
-        raise error(f"{where} is not UTF-8 (invalid byte at offset {exc.start})", fix=fix) from None
+        raise error(
+            f"{where} is not valid JSON (not UTF-8: invalid byte at offset {exc.start})", fix=fix
+        ) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(
-            f"{where}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})",
+            f"{where} is not valid JSON: malformed JSON at line {exc.lineno} column "
+            f"{exc.colno} ({exc.msg})",
             fix=fix,
         ) from None
     except RecursionError:
-        raise error(f"{where}: JSON nested too deeply", fix=fix) from None
+        raise error(f"{where} is not valid JSON: nested too deeply", fix=fix) from None
     except ValueError as exc:  # e.g. an integer of more digits than int() accepts
-        raise error(f"{where}: unreadable JSON ({exc})", fix=fix) from None
+        raise error(f"{where} is not valid JSON ({exc})", fix=fix) from None
     if expect is not None and not isinstance(doc, expect):
-        want = "an object" if expect is dict else f"a {expect.__name__}"
-        raise error(f"{where}: the JSON is {type(doc).__name__}, not {want}", fix=fix)
+        want = "object" if expect is dict else expect.__name__
+        raise error(f"{where} is not a JSON {want} (it holds a {type(doc).__name__})", fix=fix)
     return doc
 
 
