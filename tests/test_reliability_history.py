@@ -112,7 +112,7 @@ def test_fifo_in_the_history_folder_is_skipped_not_waited_on(tmp_path: Path) -> 
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": _child_path()},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
@@ -125,3 +125,9 @@ def test_appending_to_a_fifo_log_is_refused(tmp_path: Path) -> None:
     os.mkfifo(conv.path)
     with pytest.raises(HistoryError, match="not a regular file"):
         conv.append(ChatMessage("user", "olá"))
+
+
+def _child_path() -> str:
+    """The child runs the code this test runs: the caller's PYTHONPATH, then the repo."""
+    repo = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), repo) if p)

@@ -139,7 +139,7 @@ def _run_with_timeout(kind: str, path: Path) -> str:
         capture_output=True,
         text=True,
         timeout=90,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": _child_path()},
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -308,3 +308,9 @@ def test_cache_ref_file_cannot_escape(
     (repo / "refs" / "evil").write_text("../../../outside")
     with pytest.raises(CheckpointError, match="does not hold a commit hash"):
         open_checkpoint("org/name@evil")
+
+
+def _child_path() -> str:
+    """The child runs the code this test runs: the caller's PYTHONPATH, then the repo."""
+    repo = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), repo) if p)

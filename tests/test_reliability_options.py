@@ -116,7 +116,7 @@ def test_batch_minus_one_is_a_usage_error_not_a_segfault(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": _child_path()},
     )
     assert out.returncode == 2, out.stderr
     assert "--batch" in out.stderr and "Traceback" not in out.stderr
@@ -133,3 +133,9 @@ def test_binary_stdin_prompt_is_one_line(
     err = capsys.readouterr().err
     assert "not UTF-8" in err and err.count("\n") == 1
     assert no_load == []
+
+
+def _child_path() -> str:
+    """The child runs the code this test runs: the caller's PYTHONPATH, then the repo."""
+    repo = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), repo) if p)
