@@ -198,3 +198,39 @@ def test_same_build_in_two_folders_is_byte_identical(
     for name in trees[0]:
         assert trees[0][name] == trees[1][name], name
     assert str(tmp_path).encode() not in b"".join(trees[0].values())
+
+
+@needs_llama
+@pytest.mark.parametrize(("free", "expected"), [(0, OutputError), (1 << 40, ConversionError)])
+def test_disk_full_inside_llama_cpp_says_disk_full(
+    tiny_gguf: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    free: int,
+    expected: type[AmaliaEdgeError],
+) -> None:
+    """llama.cpp's C++ writer reports ENOSPC as "basic_ios::clear: iostream error"."""
+    import collections
+    import contextlib
+
+    import llama_cpp
+
+    from amalia_edge.convert import quantize as q
+
+    class Log:
+        def __init__(self, progress: Any) -> None:
+            self.errors = ["llama_model_quantize: failed to quantize: basic_ios::clear: iostream"]
+
+        @contextlib.contextmanager
+        def installed(self) -> Any:
+            yield
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(q, "_LlamaLog", Log)
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", lambda *a: 1)
+    monkeypatch.setattr(q.shutil, "disk_usage", lambda p: usage(1 << 41, 1 << 41, free))
+    with pytest.raises(expected) as info:
+        q.llama_quantize(tiny_gguf["F16"], tmp_path / "q.gguf", "q4_0", threads=1)
+    if expected is OutputError:
+        assert "disk filled up" in str(info.value) and "source GGUF" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
