@@ -13,7 +13,9 @@ Schema (``schema: 1``)::
       ]
     }
 
-``file`` is relative to the directory holding the manifest. Extra keys of an artifact (for
+``file`` is relative to the directory holding the manifest and must stay inside it
+(:func:`check_relative`); ``source.path`` and ``source.imatrix.file`` are relative to that
+directory too, so the same build in two folders gives byte-identical manifests. Extra keys of an artifact (for
 example the imatrix an i-quant was made with, or an ONNX model's external data files) are
 kept in :attr:`ArtifactEntry.extra` and written back unchanged, so a reader that does not know
 them loses nothing.
