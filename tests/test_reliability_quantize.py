@@ -165,6 +165,7 @@ def test_force_and_the_recorded_sha256_reach_ensure_imatrix(
 
     fake = types.ModuleType("amalia_edge.convert.imatrix")
     fake.ensure_imatrix = ensure_imatrix  # type: ignore[attr-defined]
+    fake.IMATRIX_FILE = tiny_imatrix.name  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "amalia_edge.convert.imatrix", fake)
     out = tmp_path / "out"
     run_quantize(tiny_checkpoint, out, "q4_k_m", imatrix="auto", progress=False)

@@ -15,10 +15,10 @@ Schema (``schema: 1``)::
 
 ``file`` is relative to the directory holding the manifest and must stay inside it
 (:func:`check_relative`); ``source.path`` and ``source.imatrix.file`` are relative to that
-directory too, so the same build in two folders gives byte-identical manifests. Extra keys of an artifact (for
-example the imatrix an i-quant was made with, or an ONNX model's external data files) are
-kept in :attr:`ArtifactEntry.extra` and written back unchanged, so a reader that does not know
-them loses nothing.
+directory too, so the same build in two folders gives byte-identical manifests. Extra keys
+of an artifact (for example the imatrix an i-quant was made with, or an ONNX model's external
+data files) are kept in :attr:`ArtifactEntry.extra` and written back unchanged, so a reader
+that does not know them loses nothing.
 
 The manifest is written last and atomically (:func:`Manifest.write`): an artifacts directory
 whose manifest lists a file holds that file complete.

@@ -500,15 +500,14 @@ def _build(
     fingerprint = ckpt.fingerprint()
     old = None if force else _load_old(out_dir)
     if imx_module is not None:
+        # The sha256 the last run recorded for the auto imatrix (not for an --imatrix FILE).
         old_imx = (old.source.get("imatrix") if old is not None else None) or {}
+        auto_name = getattr(imx_module, "IMATRIX_FILE", None)
+        expect = None
+        if isinstance(old_imx, dict) and Path(str(old_imx.get("file", ""))).name == auto_name:
+            expect = old_imx.get("sha256")
         imx_path = _auto_imatrix(
-            imx_module,
-            ckpt,
-            out_dir,
-            calibration,
-            progress,
-            force=force,
-            expect_sha256=old_imx.get("sha256") if isinstance(old_imx, dict) else None,
+            imx_module, ckpt, out_dir, calibration, progress, force=force, expect_sha256=expect
         )
     imx_sha = sha256_file(imx_path) if imx_path is not None else None
 
