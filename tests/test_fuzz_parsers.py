@@ -291,6 +291,61 @@ def test_gguf_header(
     accepts(lambda: resolve_model(path))
 
 
+_gguf_value = (
+    st.integers(0, 2**32 - 1).map(lambda v: ("u32", v))
+    | st.floats(width=32).map(lambda v: ("f32", v))
+    | st.text(max_size=8).map(lambda v: ("str", v))
+    | st.lists(st.integers(0, 2**31 - 1), max_size=3).map(lambda v: ("arr", v))
+)
+
+
+@fuzz(60)
+@given(
+    values=st.dictionaries(
+        st.sampled_from(
+            [
+                "general.alignment",
+                "llama.block_count",
+                "llama.context_length",
+                "llama.attention.head_count",
+                "general.file_type",
+                "general.architecture",
+            ]
+        ),
+        _gguf_value,
+        max_size=3,
+    ),
+    template=st.none() | st.lists(st.deferred(lambda: _fragments), max_size=3).map("".join),
+)
+def test_gguf_metadata_values(
+    tmp_path_factory: pytest.TempPathFactory, values: dict[str, Any], template: str | None
+) -> None:
+    import gguf
+    import numpy as np
+
+    from amalia_edge.runtime.artifacts import resolve_model
+
+    path = tmp_path_factory.mktemp("gm") / "m.gguf"
+    w = gguf.GGUFWriter(path, arch="llama")
+    for kv in w.kv_data:  # the fuzzed value replaces the writer's own, never duplicates it
+        for key in values:
+            kv.pop(key, None)
+    for key, (kind, value) in values.items():
+        add = {"u32": w.add_uint32, "f32": w.add_float32, "str": w.add_string}.get(kind)
+        if add is not None:
+            add(key, value)
+        else:
+            w.add_array(key, value)
+    if template is not None:
+        w.add_string("tokenizer.chat_template", template)
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    accepts(lambda: resolve_model(path))
+
+
 # -- manifest --------------------------------------------------------------------------------------
 
 _artifact = st.fixed_dictionaries(
@@ -378,6 +433,7 @@ def test_history_lines(
 
 
 # -- chat templates --------------------------------------------------------------------------------
+
 
 _fragments = st.sampled_from(
     [

@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=float_range(0, 100), default=0.7, help="sampling temperature (0.7)"
     )
     parser.add_argument(
-        "--top-p", type=float_range(0, 1), default=0.95, help="nucleus sampling top-p (0.95)"
+        "--top-p",
+        type=float_range(0, 1, lo_open=True),
+        default=0.95,
+        help="nucleus sampling top-p (0.95)",
     )
     parser.add_argument(
         "--max-tokens",

@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=float_range(0, 100), default=0.8, help="0 = greedy (0.8)"
     )
     gen.add_argument("--top-k", type=int_range(0), default=40, help="(40; 0 = off)")
-    gen.add_argument("--top-p", type=float_range(0, 1), default=0.95, help="(0.95; 1 = off)")
+    gen.add_argument(
+        "--top-p", type=float_range(0, 1, lo_open=True), default=0.95, help="(0.95; 1 = off)"
+    )
     gen.add_argument("--min-p", type=float_range(0, 1), default=0.05, help="(0.05; 0 = off)")
     gen.add_argument(
         "--repeat-penalty", type=float_range(0, 100, lo_open=True), default=1.0, help="(1.0 = off)"

@@ -12,6 +12,7 @@ Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (v2 and v3; v1
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -63,7 +64,12 @@ class GGUFHeader:
         v = self.metadata.get(f"{self.architecture}.{key}")
         if isinstance(v, list):
             v = v[0] if v else None
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        # A damaged header can hold a float NaN/inf (or a negative count) for any of these.
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return int(v) if v >= 0 else None
 
     @property
     def data_end(self) -> int:
