@@ -15,6 +15,7 @@ llama.cpp, ONNX Runtime, TensorRT or Textual.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -95,12 +96,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run(args) or 0)
     except AmaliaEdgeError as exc:
         print(f"amalia-edge: error: {exc}", file=sys.stderr)
+        _json_error(args, exc, str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("amalia-edge: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `amalia-edge ... | head` closed the pipe: not an error
         return 0
+    except Exception as exc:
+        from amalia_edge.errors import internal_error_line, save_crash_report
+
+        report = save_crash_report(exc, getattr(args, "command", None))
+        line = internal_error_line(exc, report)
+        print(line, file=sys.stderr)
+        _json_error(args, exc, line)
+        return 1
+
+
+def _json_error(args: argparse.Namespace, exc: BaseException, message: str) -> None:
+    """With ``--json``, stdout carries a JSON error object too (a pipe never reads nothing)."""
+    if getattr(args, "json", False) is not True:
+        return
+    import json
+
+    error: dict[str, str | None] = {"type": type(exc).__name__, "message": message}
+    if isinstance(exc, AmaliaEdgeError):
+        error.update(problem=exc.problem, fix=exc.fix)
+    with contextlib.suppress(OSError, ValueError):  # stdout closed: stderr has the message
+        print(json.dumps({"error": error}, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

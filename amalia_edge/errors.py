@@ -3,7 +3,8 @@
 Every error raised on purpose by amalia-edge is an :class:`AmaliaEdgeError`. Its message is
 one line that says what is wrong and what to do about it; the CLI prints it as
 ``amalia-edge: error: <message>`` and exits non-zero, without a traceback. Anything else that
-escapes is a bug and keeps its traceback.
+escapes is a bug: the CLI and the chat app print one line and save a crash report
+(:func:`save_crash_report`, no user text in it) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -70,3 +71,89 @@ class ContextOverflowError(AmaliaEdgeError):
 
 class BenchError(AmaliaEdgeError):
     """A benchmark was asked for with bad parameters, or its output cannot be written."""
+
+
+# -- crash reports ---------------------------------------------------------------------------
+
+CRASH_DIR_ENV = "AMALIA_EDGE_CRASH_DIR"
+
+
+def crash_dir() -> str:
+    """``$AMALIA_EDGE_CRASH_DIR``, else ``<user cache dir>/amalia-edge/crashes``."""
+    import os
+
+    override = os.environ.get(CRASH_DIR_ENV)
+    if override:
+        return override
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("amalia-edge", appauthor=False), "crashes")
+
+
+def crash_report(exc: BaseException, command: str | None) -> str:
+    """The text of a crash report: versions, the exception's type and where it was raised.
+
+    Deliberately without the exception's message, the arguments or any local variable: those
+    can hold the user's prompt, conversation or file contents. The frames (file, line,
+    function, source line of amalia-edge or library code) are enough to find the bug.
+    """
+    import platform
+    import sys
+    import time
+    import traceback
+
+    from amalia_edge import __version__
+
+    lines = [
+        "amalia-edge crash report",
+        f"time: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+        f"amalia-edge: {__version__}",
+        f"python: {platform.python_version()} ({sys.platform}, {platform.machine()})",
+        f"command: {command or '-'}",
+        "",
+    ]
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    for i, e in enumerate(reversed(chain)):
+        if i:
+            lines.append("\nwhich led to:\n")
+        cls = type(e)
+        lines.append(f"exception: {cls.__module__}.{cls.__qualname__}")
+        for fr in traceback.extract_tb(e.__traceback__):
+            lines.append(f'  File "{fr.filename}", line {fr.lineno}, in {fr.name}')
+            if fr.line:
+                lines.append(f"    {fr.line.strip()}")
+    return "\n".join(lines) + "\n"
+
+
+def save_crash_report(exc: BaseException, command: str | None) -> str | None:
+    """Write :func:`crash_report` to a new file in :func:`crash_dir`; its path, or None."""
+    import os
+    import tempfile
+    import time
+
+    try:
+        directory = crash_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(
+            prefix=time.strftime("crash-%Y%m%d-%H%M%S-"), suffix=".txt", dir=directory
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(crash_report(exc, command))
+        return path
+    except Exception:
+        return None
+
+
+def internal_error_line(exc: BaseException, report: str | None) -> str:
+    """The one line shown for an unexpected exception (never its message: see crash_report)."""
+    where = f"; a report was saved to {report}" if report else ""
+    return (
+        f"amalia-edge: internal error ({type(exc).__name__}){where}: this is a bug, please "
+        "report it with that file"
+    )

@@ -405,7 +405,7 @@ def measure_quality(
     if ref_entry is None:
         raise ArtifactError(
             f"{directory} has no F32, F16 or BF16 GGUF to compare against",
-            fix="run `amalia-edge quantize --gguf-types f32,...` (or f16) into the same --out",
+            fix="run `amalia-edge quantize --gguf f16` (or f32, bf16) into the same --out",
         )
     wanted = {q.upper() for q in quants} if quants else None
     targets = [

@@ -444,7 +444,8 @@ def test_source_as_repo_id_from_the_hf_cache(
     rc, _, err = _run(capsys, "quantize", "utter/Tiny-PT", "--out", "out", "--gguf", "f16")
     assert rc == 0, err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text("utf-8"))
-    assert manifest["source"]["path"] == str(snap)
+    # relative to the artifacts folder (issue 12: no absolute local paths in the manifest)
+    assert manifest["source"]["path"] == "../hf/hub/models--utter--Tiny-PT/snapshots/0123abcd"
     assert _files(tmp_path / "out") == ["Tiny-PT-F16.gguf", "manifest.json"]
     rc, _, err = _run(capsys, "quantize", "utter/Nope", "--out", "out2", "--gguf", "f16")
     assert rc != 0 and "Hugging Face cache" in err and not (tmp_path / "out2").exists()

@@ -125,9 +125,9 @@ def test_ort_logits_match_llamacpp_f32_and_the_reference(
     art_dir: Path = request.getfixturevalue(f"{which}_onnx_artifacts")
     ids = prompt_ids(art_dir)
     gguf = artifact(art_dir, "gguf", "F32").path
-    ref_l = ReferenceModel(open_checkpoint(resolve_model(art_dir).manifest.source["path"])).logits(
-        ids
-    )
+    # source.path is relative to the artifacts folder (issue 12)
+    source = art_dir / resolve_model(art_dir).manifest.source["path"]
+    ref_l = ReferenceModel(open_checkpoint(source)).logits(ids)
     ll = llama_logits(gguf, ids)
     ort_l = ort_logits(artifact(art_dir, "onnx", "fp32").path, ids)
     np.testing.assert_array_equal(ort_l.argmax(-1), ll.argmax(-1))

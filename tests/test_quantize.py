@@ -4,6 +4,7 @@ llama.cpp itself, the GGUF imatrix reader, log silencing and progress."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,8 @@ def test_imatrix_types_with_reference_imatrix(
         llama_quantize(sweep_src, dst, qt, imatrix=imx, threads=2)
         meta, generated = _load_and_generate(dst)
         assert meta["general.file_type"] == str(qt.ftype), qt.name
-        assert meta["quantize.imatrix.file"] == str(sweep_imatrix)
+        # relative to the output folder (issue 12: no absolute local paths in the GGUF)
+        assert meta["quantize.imatrix.file"] == os.path.relpath(sweep_imatrix, tmp_path)
         assert meta["quantize.imatrix.entries_count"] == str(len(imx.data))
         assert generated > 0, qt.name
 

@@ -127,11 +127,12 @@ def test_resolve_bad_paths(tmp_path: Path) -> None:
 
 
 def test_manifest_with_missing_file_marks_problem(tmp_path: Path) -> None:
-    from amalia_edge.artifacts.manifest import ArtifactEntry, Manifest
+    from amalia_edge.artifacts.manifest import ArtifactEntry, Manifest, sha256_file
 
     _write_gguf(tmp_path / "a.gguf")
+    sha = sha256_file(tmp_path / "a.gguf")  # a GGUF is checked against it (issue 12)
     entries = [
-        ArtifactEntry("gguf", "F16", "a.gguf", (tmp_path / "a.gguf").stat().st_size, "ab" * 32),
+        ArtifactEntry("gguf", "F16", "a.gguf", (tmp_path / "a.gguf").stat().st_size, sha),
         ArtifactEntry("gguf", "Q8_0", "gone.gguf", 10, "cd" * 32),
         ArtifactEntry("onnx", "FP16", "onnx/model.onnx", 10, "ef" * 32),
     ]
@@ -142,7 +143,7 @@ def test_manifest_with_missing_file_marks_problem(tmp_path: Path) -> None:
         "gone.gguf is missing",
         "onnx/model.onnx is missing",
     ]
-    assert src.artifacts[0].quant == "F16" and src.artifacts[0].sha256 == "ab" * 32
+    assert src.artifacts[0].quant == "F16" and src.artifacts[0].sha256 == sha
     # the ONNX entry borrows the GGUF's shape for its KV estimate
     assert src.artifacts[2].shape == src.artifacts[0].shape
     assert src.name == "T"

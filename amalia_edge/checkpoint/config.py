@@ -8,13 +8,19 @@ num_attention_heads``, ``rms_norm_eps = 1e-6``, ``rope_theta = 10000``,
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from amalia_edge.checkpoint.architectures import ARCHITECTURES, ROPE_TYPES
 from amalia_edge.errors import CheckpointError, UnsupportedArchitectureError
+from amalia_edge.safeio import load_json_file
+
+# Largest integer hyper-parameter: GGUF keeps them as uint32 and llama.cpp reads int32.
+MAX_INT = (1 << 31) - 1
+# Largest float hyper-parameter: GGUF keeps rope_theta / rms_norm_eps as float32.
+MAX_FLOAT32 = 3.4e38
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ def _int(raw: dict[str, Any], key: str, path: Path, default: int | None = None) 
         raise _fail(path, f"required field {key!r} is missing", "add it (see the model card)")
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _fail(path, f"{key} must be a positive integer, got {value!r}", "fix config.json")
+    if value > MAX_INT:
+        # GGUF stores these as uint32 (llama.cpp reads int32): 2^40 used to crash the writer.
+        raise _fail(path, f"{key} is {value}, more than {MAX_INT}", "fix config.json")
     return value
 
 
@@ -68,8 +77,16 @@ def _float(raw: dict[str, Any], key: str, path: Path, default: float) -> float:
     value = raw.get(key, default)
     if value is None:
         value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _fail(path, f"{key} must be a positive number, got {value!r}", "fix config.json")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+        or value > MAX_FLOAT32
+    ):
+        raise _fail(
+            path, f"{key} must be a positive finite number, got {value!r}", "fix config.json"
+        )
     return float(value)
 
 
@@ -91,13 +108,19 @@ def _rope_scaling(raw: dict[str, Any], path: Path) -> dict[str, Any] | None:
     out = dict(rs)
     out["rope_type"] = rope_type
     factor = out.get("factor")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+        or factor <= 0
+    ):
         raise _fail(
             path, f"rope_scaling {rope_type} needs a positive 'factor', got {factor!r}", "fix it"
         )
     if rope_type == "llama3":
         for key in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
-            if not isinstance(out.get(key), (int, float)):
+            v = out.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise _fail(path, f"rope_scaling llama3 needs {key!r}", "fix config.json")
     return out
 
@@ -159,14 +182,7 @@ def load_config(directory: Path) -> ModelConfig:
             f"{directory} has no config.json",
             fix="point to a Hugging Face model directory (with config.json and *.safetensors)",
         )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"cannot read: {exc}", "check permissions or download it again") from None
-    except json.JSONDecodeError as exc:
-        raise _fail(
-            path,
-            f"malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})",
-            "restore the original config.json (download it again)",
-        ) from None
+    raw = load_json_file(
+        path, CheckpointError, fix="restore the original config.json (download it again)"
+    )
     return parse_config(raw, path)

@@ -53,9 +53,21 @@ def resolve_repo_id(repo_id: str) -> Path:
         )
     snapshots = repo_dir / "snapshots"
     rev = revision or "main"
+    if not _inside_name(rev, allow_slash=True):
+        raise CheckpointError(
+            f"revision {rev!r} of {name} is not a branch, tag or commit name",
+            fix="use org/name@main, @<tag> or @<commit hash>",
+        )
     ref = repo_dir / "refs" / rev
     if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
+        try:
+            commit = ref.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            commit = ""
+        if not _inside_name(commit, allow_slash=False):
+            raise CheckpointError(
+                f"{ref} does not hold a commit hash", fix=f"download {name} again"
+            )
     elif (snapshots / rev).is_dir():
         commit = rev
     elif not revision and snapshots.is_dir() and len(list(snapshots.iterdir())) == 1:
@@ -65,9 +77,19 @@ def resolve_repo_id(repo_id: str) -> Path:
             f"revision {rev!r} of {name} is not in the Hugging Face cache at {cache}", fix=fix
         )
     snap = snapshots / commit
-    if not snap.is_dir():
+    if not snap.is_dir() or snap.resolve().parent != snapshots.resolve():
         raise CheckpointError(
             f"{name}: refs/{rev} points to snapshot {commit} which is missing from {cache}",
             fix=fix,
         )
     return snap
+
+
+def _inside_name(text: str, *, allow_slash: bool) -> bool:
+    """A ref or commit name that stays inside its folder: no ``..``, no absolute path."""
+    if not text or text.startswith("/") or "\\" in text or "\0" in text:
+        return False
+    parts = text.split("/")
+    if not allow_slash and len(parts) > 1:
+        return False
+    return all(p not in ("", ".", "..") for p in parts)

@@ -9,7 +9,6 @@ read one tensor at a time on demand. Nothing here writes to the checkpoint direc
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +29,7 @@ from amalia_edge.checkpoint.hub import looks_like_repo_id, resolve_repo_id
 from amalia_edge.checkpoint.safetensors import SafetensorsHeader, TensorInfo
 from amalia_edge.checkpoint.tokenizer import TOKENIZER_FILES, Vocab, load_vocab
 from amalia_edge.errors import CheckpointError
+from amalia_edge.safeio import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,16 @@ class Checkpoint:
         d = self.path
         index_path = d / INDEX_FILE
         if index_path.is_file():
+            index = load_json_file(
+                index_path, CheckpointError, fix="download model.safetensors.index.json again"
+            )
             try:
-                index = json.loads(index_path.read_text(encoding="utf-8"))
                 weight_map = index["weight_map"]
                 if not isinstance(weight_map, dict) or not all(
                     isinstance(v, str) for v in weight_map.values()
                 ):
                     raise TypeError("weight_map is not {tensor: file}")
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            except (KeyError, TypeError) as exc:
                 raise CheckpointError(
                     f"{index_path}: malformed shard index ({exc})",
                     fix="download model.safetensors.index.json again",

@@ -19,7 +19,6 @@ Contract:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from amalia_edge.errors import CheckpointError
+from amalia_edge.safeio import loads_json, open_regular
 
 # The safetensors library refuses headers above 100 MB (safetensors/src/tensor.rs,
 # MAX_HEADER_SIZE); a real 9B checkpoint's header is well under 100 kB.
@@ -101,8 +101,8 @@ _REDOWNLOAD = "the file is damaged or incomplete; download it again"
 def read_header(path: Path) -> SafetensorsHeader:
     """Read and fully validate the header of the safetensors file at ``path``."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path, CheckpointError) as fh:
+            size = os.fstat(fh.fileno()).st_size
             prefix = fh.read(8)
             if len(prefix) < 8:
                 raise _err(path, f"file is {size} bytes, too short to be safetensors", _REDOWNLOAD)
@@ -128,12 +128,7 @@ def read_header(path: Path) -> SafetensorsHeader:
         ) from None
     if len(raw) != n:
         raise _err(path, "file shrank while its header was read (truncated)", _REDOWNLOAD)
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _err(path, f"header is not valid JSON ({exc})", _REDOWNLOAD) from None
-    if not isinstance(doc, dict):
-        raise _err(path, "header is not a JSON object", _REDOWNLOAD)
+    doc = loads_json(raw, f"{path}: header", CheckpointError, fix=_REDOWNLOAD)
 
     data_start = 8 + n
     data_size = size - data_start
@@ -149,7 +144,7 @@ def read_header(path: Path) -> SafetensorsHeader:
         dtype = entry.get("dtype")
         shape = entry.get("shape")
         offsets = entry.get("data_offsets")
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _err(
                 path,
                 f"tensor {name!r} has unknown dtype {dtype!r} (known: {', '.join(DTYPES)})",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from amalia_edge.errors import CheckpointError
+from amalia_edge.safeio import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,26 @@ def looks_special(text: str) -> bool:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{path}: cannot read or parse ({exc})", fix="restore the original file"
-        ) from None
+    # Every tokenizer side file is a JSON object; a list, deep nesting, bad UTF-8 or a FIFO
+    # in its place is a one-line CheckpointError (amalia_edge.safeio).
+    return load_json_file(path, CheckpointError, fix="restore the original file")
+
+
+def _valid_decoder(decoder: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """``added_tokens_decoder`` checked: ``{"<non-negative id>": {"content": str, ...}}``."""
+    if decoder is None:
+        return {}
+    fix = "restore the original tokenizer_config.json"
+    if not isinstance(decoder, dict):
+        raise CheckpointError(f"{path}: added_tokens_decoder is not an object", fix=fix)
+    for key, data in decoder.items():
+        if not (key.isascii() and key.isdigit()):
+            raise CheckpointError(
+                f"{path}: added_tokens_decoder key {key[:40]!r} is not a token id", fix=fix
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+            raise CheckpointError(f"{path}: added token {key} has no text ('content')", fix=fix)
+    return decoder
 
 
 def _sentencepiece_vocab(
@@ -179,7 +194,7 @@ def _sentencepiece_vocab(
     if added_file.is_file():
         added = _load_json(added_file)
         for text, tid in dict(added).items():
-            if not isinstance(tid, int) or tid >= vocab_size:
+            if isinstance(tid, bool) or not isinstance(tid, int) or not 0 <= tid < vocab_size:
                 log.warning("ignoring added token %r: id %r is out of range", text, tid)
                 continue
             tokens[tid] = text.encode("utf-8")
@@ -188,7 +203,7 @@ def _sentencepiece_vocab(
 
     tc_file = directory / "tokenizer_config.json"
     if tc_file.is_file():
-        decoder = dict(_load_json(tc_file)).get("added_tokens_decoder", {}) or {}
+        decoder = _valid_decoder(_load_json(tc_file).get("added_tokens_decoder"), tc_file)
         for key, data in decoder.items():
             tid = int(key)
             text = str(data["content"])
@@ -276,7 +291,7 @@ def _generation_eos(directory: Path) -> list[int]:
         return []
     try:
         gen = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         # llama.cpp's gguf-py (Metadata.load_generation_config) ignores a broken file too
         log.warning("%s is unreadable; ignoring it", path)
         return []
@@ -298,12 +313,21 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
 
     merges: list[str] = []
     scores: list[float] | None
+    for side in ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json"):
+        if (directory / side).exists():  # gguf.SpecialVocab below assumes objects
+            _load_json(directory / side)
     if (directory / "tokenizer.model").is_file():
         tokens, scores, types = _sentencepiece_vocab(directory, vocab_size)
         model, pre = "llama", "default"
         load_merges = False
     elif (directory / "tokenizer.json").is_file():
-        tokens, types, pre = _bpe_vocab(directory, vocab_size)
+        try:
+            tokens, types, pre = _bpe_vocab(directory, vocab_size)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{directory / 'tokenizer.json'} is malformed ({type(exc).__name__})",
+                fix="restore the original tokenizer.json",
+            ) from None
         scores = None
         model = "gpt2"
         load_merges = True
@@ -314,7 +338,7 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
         )
     try:
         special = gguf.SpecialVocab(directory, load_merges=load_merges, n_vocab=len(tokens))
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(
             f"{directory}: tokenizer files are inconsistent ({exc})",
             fix="restore the original tokenizer_config.json / tokenizer.json",

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.ctx is not None and args.ctx <= 0:
         raise BenchError(f"--ctx must be positive, got {args.ctx}", fix="e.g. --ctx 2048")
+    _check_numbers(args)
     out = check_writable(args.out, "--out") if args.out else None
     plot = check_writable(args.plot, "--plot") if args.plot else None
     model = args.model
@@ -212,3 +213,24 @@ def run(args: argparse.Namespace) -> int:
         print("amalia-edge: interrupted", file=sys.stderr)
         return 130
     return 1 if result.errors else 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Bounds the bench library does not check (issue 12): a NaN/inf interval, more threads
+    than CPUs, absurd counts and contexts."""
+    import math
+
+    from amalia_edge.commands import MAX_CTX, cpu_count
+
+    if not math.isfinite(args.interval) or args.interval > 3600:
+        raise BenchError(f"--interval must be > 0 and finite, got {args.interval}", fix="e.g. 0.1")
+    n = cpu_count()
+    if args.threads is not None and args.threads > n:
+        raise BenchError(
+            f"threads must be at most the {n} CPUs of this machine, got {args.threads}",
+            fix=f"use -t 1 to {n}",
+        )
+    if args.ctx is not None and args.ctx > MAX_CTX:
+        raise BenchError(f"--ctx {args.ctx} is too large", fix=f"use at most {MAX_CTX}")
+    if args.repetitions > 100_000 or args.warmup > 100_000:
+        raise BenchError("-r / --warmup above 100000", fix="use fewer runs")

@@ -7,9 +7,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from amalia_edge.commands import add_model_argument
+from amalia_edge.commands import MAX_CTX, add_model_argument, float_range, int_range, threads_type
 from amalia_edge.errors import AmaliaEdgeError
 
 if TYPE_CHECKING:
@@ -22,13 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default=None, help="force a quant type, e.g. Q4_K_M")
     parser.add_argument(
         "--ctx",
-        type=int,
+        type=int_range(1, MAX_CTX),
         default=None,
         help="context size in tokens (2048, or the model's own if shorter)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=threads_type(),
         default=None,
         help="decode threads (default: physical cores less one, leaving one to the interface)",
     )
@@ -36,9 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lang", choices=("pt", "en"), default="pt", help="interface language (pt: pt-PT)"
     )
     parser.add_argument("--system", default=None, help="system prompt (default: a pt-PT one)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling top-p (0.95)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest reply in tokens (512)")
+    parser.add_argument(
+        "--temperature", type=float_range(0, 100), default=0.7, help="sampling temperature (0.7)"
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float_range(0, 1, lo_open=True),
+        default=0.95,
+        help="nucleus sampling top-p (0.95)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int_range(1, MAX_CTX),
+        default=512,
+        help="longest reply in tokens (512)",
+    )
     parser.add_argument("--resume", default=None, metavar="ID", help="resume a saved conversation")
     parser.add_argument(
         "--list", action="store_true", help="list saved conversations (ID, date, title) and exit"
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         _check_resume(store, args.resume)
     app = ChatApp(spec, lang=args.lang, settings=settings, resume=args.resume, store=store)
     with _log_to_file(log_path(store)):
-        app.run()
+        run_app(app)
     return 0
 
 
@@ -113,6 +125,32 @@ def _check_resume(store: HistoryStore, conversation_id: str) -> None:
         raise AmaliaEdgeError(
             exc.problem, fix="list the saved ones with `amalia-edge chat --list`"
         ) from None
+
+
+def run_app(app: Any, **run_kwargs: Any) -> None:
+    """``app.run()``, but a bug inside the app is re-raised here after the screen is restored.
+
+    Textual's own handler prints a traceback with ``show_locals=True`` (the conversation text
+    included) and exits 0 from ``run()``; instead the app is closed and the exception reaches
+    :func:`amalia_edge.cli.main`, which prints one line, saves a report without user text and
+    exits 1.
+    """
+    crashes: list[Exception] = []
+
+    def on_crash(error: Exception) -> None:
+        crashes.append(error)
+        # The same shutdown as Textual's App._fatal_error (textual 8.2), minus the traceback.
+        app._return_code = 1
+        close = getattr(app, "_close_messages_no_wait", None)
+        if close is not None:
+            close()
+        else:  # pragma: no cover - a future Textual without it
+            app.exit(return_code=1)
+
+    app._handle_exception = on_crash
+    app.run(**run_kwargs)
+    if crashes:
+        raise crashes[0]
 
 
 def _list_conversations() -> int:

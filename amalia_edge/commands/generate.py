@@ -21,7 +21,14 @@ import sys
 import time
 from typing import Any
 
-from amalia_edge.commands import add_model_argument
+from amalia_edge.commands import (
+    MAX_BATCH,
+    MAX_CTX,
+    add_model_argument,
+    float_range,
+    int_range,
+    threads_type,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--quant", help="force an artifact quant type (e.g. Q4_K_M)")
     sel.add_argument(
         "--ctx",
-        type=int,
+        type=int_range(1, MAX_CTX),
         default=None,
         help="context size in tokens (2048, or the model's own when smaller)",
     )
@@ -48,21 +55,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sel.add_argument("--explain", action="store_true", help="print the selection table first")
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (256)")
-    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (0.8)")
-    gen.add_argument("--top-k", type=int, default=40, help="(40; 0 = off)")
-    gen.add_argument("--top-p", type=float, default=0.95, help="(0.95; 1 = off)")
-    gen.add_argument("--min-p", type=float, default=0.05, help="(0.05; 0 = off)")
-    gen.add_argument("--repeat-penalty", type=float, default=1.0, help="(1.0 = off)")
-    gen.add_argument("--seed", type=int, help="sampling seed (default: random)")
+    gen.add_argument(
+        "--max-tokens",
+        type=int_range(1, MAX_CTX),
+        default=256,
+        help="most tokens to generate (256)",
+    )
+    gen.add_argument(
+        "--temperature", type=float_range(0, 100), default=0.8, help="0 = greedy (0.8)"
+    )
+    gen.add_argument("--top-k", type=int_range(0), default=40, help="(40; 0 = off)")
+    gen.add_argument(
+        "--top-p", type=float_range(0, 1, lo_open=True), default=0.95, help="(0.95; 1 = off)"
+    )
+    gen.add_argument("--min-p", type=float_range(0, 1), default=0.05, help="(0.05; 0 = off)")
+    gen.add_argument(
+        "--repeat-penalty", type=float_range(0, 100, lo_open=True), default=1.0, help="(1.0 = off)"
+    )
+    gen.add_argument("--seed", type=int_range(0, 2**32 - 1), help="sampling seed (default: random)")
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--system", help="system prompt (default: pt-PT assistant; '' = none)")
     gen.add_argument("--raw", action="store_true", help="no chat template: complete the text")
     run = parser.add_argument_group("backend options")
-    run.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    run.add_argument("--threads", type=threads_type(), help="CPU threads (default: physical cores)")
     run.add_argument("--cpu", action="store_true", help="do not offload to the GPU")
     run.add_argument("--kv-cache-type", default="f16", help="f16 | q8_0 | q4_0 (f16)")
-    run.add_argument("--batch", type=int, default=512, help="prompt batch size (512)")
+    run.add_argument(
+        "--batch", type=int_range(1, MAX_BATCH), default=512, help="prompt batch size (512)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON record at the end")
     parser.add_argument(
         "-q",
@@ -96,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             f"no PROMPT given ({args.prompt!r} is a model)",
             fix=f'use `amalia-edge generate {args.prompt} "your prompt"`',
         )
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = read_stdin() if args.prompt == "-" else args.prompt
     sampling = SamplingParams(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -171,6 +191,22 @@ def speed_line(fin: Any) -> str:
         f"{fin.decode_tps:.1f} tok/s, {fin.completion_tokens} tokens, TTFT {ttft} "
         f"(prompt {fin.prompt_tokens} tokens at {fin.prompt_tps:.0f} tok/s)"
     )
+
+
+def read_stdin() -> str:
+    """The prompt from stdin, which must be UTF-8 text (binary bytes are a one-line error)."""
+    from amalia_edge.errors import AmaliaEdgeError
+
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AmaliaEdgeError(
+            f"the prompt on stdin is not UTF-8 text (invalid byte at offset {exc.start})",
+            fix="pipe text, e.g. `iconv -f LATIN1 -t UTF-8 file | amalia-edge generate MODEL -`",
+        ) from None
 
 
 def record(model: Any, fin: Any, sampling: Any, load_s: float, explain: bool) -> dict[str, Any]:

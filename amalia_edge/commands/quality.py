@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from amalia_edge.commands import threads_type
 from amalia_edge.quality import DEFAULT_CHUNKS, FORMATS
 
 
@@ -42,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TYPES",
         help="comma list of types to measure (default: all)",
     )
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="llama.cpp threads")
+    parser.add_argument(
+        "--threads", type=threads_type(), default=None, metavar="N", help="llama.cpp threads"
+    )
     parser.add_argument(
         "--format", choices=FORMATS, default="md", help="table format (default: %(default)s)"
     )

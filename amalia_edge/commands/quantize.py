@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from amalia_edge.commands import threads_type
 from amalia_edge.convert.quant_types import DEFAULT_TYPES, QUANT_TYPES
 
 
@@ -54,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also export ONNX at these precisions (comma list, e.g. fp16,int4)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="quantizer threads (default: all)"
+        "--threads",
+        type=threads_type(0),
+        default=None,
+        metavar="N",
+        help="quantizer threads (default: all)",
     )
     parser.add_argument(
         "--force", action="store_true", help="rebuild everything, even files that are current"

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from amalia_edge.errors import ImatrixError
+from amalia_edge.safeio import read_regular_bytes
 
 if TYPE_CHECKING:
     from amalia_edge.checkpoint import Checkpoint
@@ -110,12 +111,22 @@ def read_calibration(path: str | os.PathLike[str] | None = None) -> tuple[str, b
     Raises :class:`ImatrixError` for a missing, empty or non-UTF-8 file.
     """
     p = Path(path) if path is not None else DEFAULT_CALIBRATION
-    if not p.is_file():
+    if p.is_dir():
+        raise ImatrixError(
+            f"calibration text {p} is a directory",
+            fix="pass --calibration FILE (one UTF-8 text file), or --imatrix none",
+        )
+    if not p.exists():
         raise ImatrixError(
             f"calibration text {p} does not exist",
             fix="pass --calibration FILE with European-Portuguese text, or --imatrix none",
         )
-    raw = p.read_bytes()
+    try:
+        raw = read_regular_bytes(p, ImatrixError, limit=1 << 30)
+    except OSError as exc:
+        raise ImatrixError(
+            f"cannot read calibration text {p}: {exc.strerror}", fix="check its permissions"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -379,6 +390,9 @@ def ensure_imatrix(
     calibration: str | os.PathLike[str] | None = None,
     ctx: int | None = None,
     progress: ProgressFn | None = None,
+    *,
+    force: bool = False,
+    expect_sha256: str | None = None,
 ) -> Path:
     """Path of ``<out_dir>/imatrix-pt.gguf`` for ``ckpt`` and ``calibration``, made if needed.
 
@@ -386,6 +400,11 @@ def ensure_imatrix(
     to :func:`default_ctx`. An existing file is reused when its checkpoint fingerprint,
     calibration sha256 and chunk size all match; otherwise it is recomputed and replaced
     atomically. Raises :class:`ImatrixError` for unusable calibration text.
+
+    ``force`` recomputes it regardless. Matching metadata alone is not enough to reuse it:
+    the file must also load and fit the model, and when ``expect_sha256`` is given (the
+    sha256 the previous manifest recorded for it) its bytes must still have that hash, so a
+    damaged file is recomputed instead of silently weighting every later quantization.
     """
     model = _open(ckpt)
     text, raw = read_calibration(calibration)
@@ -393,7 +412,7 @@ def ensure_imatrix(
     fingerprint = model.fingerprint()
     n_ctx = int(ctx) if ctx is not None else default_ctx(model)
     out = Path(out_dir) / IMATRIX_FILE
-    if out.is_file():
+    if out.is_file() and not force:
         try:
             import gguf
 
@@ -403,8 +422,18 @@ def ensure_imatrix(
                 and _kv_str(r, KV_CALIBRATION_SHA) == cal_sha
                 and _kv_str(r, KV_CHUNK_SIZE) == str(n_ctx)
             )
-        except (ValueError, OSError, IndexError):
+            if same and expect_sha256 is not None:
+                from amalia_edge.artifacts.manifest import sha256_file
+
+                same = sha256_file(out) == expect_sha256
+            if same:
+                imx = load_imatrix(out)
+                validate_imatrix(imx, model)
+                same = all(bool(np.all(np.isfinite(v))) for v in imx.data.values())
+        except (ValueError, OSError, IndexError, ImatrixError):
             same = False
+        if not same:
+            log.warning("%s is stale or damaged; computing it again", out)
         if same:
             log.info("reusing importance matrix %s", out)
             return out

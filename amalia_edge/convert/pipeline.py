@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from amalia_edge.artifacts.manifest import (
     ArtifactEntry,
     Manifest,
     load_manifest,
+    remember_verified,
     sha256_file,
 )
 from amalia_edge.convert import quant_types
@@ -47,6 +48,7 @@ from amalia_edge.errors import (
     ArtifactError,
     BackendUnavailableError,
     ConversionError,
+    ImatrixError,
     OutputError,
     QuantTypeError,
 )
@@ -113,8 +115,55 @@ def _parse_types(gguf_types: str | Sequence[str] | None) -> list[QuantType]:
     return types
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that exists but is not a directory (before anything is written)."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(
+            f"--out {out}: {probe} is a file, not a directory",
+            fix="choose a directory for --out (it is created if missing)",
+        )
+
+
+@contextlib.contextmanager
+def locked_out(out: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the output directory for a whole run.
+
+    A second ``quantize`` into the same ``--out`` is refused at once (it would delete the
+    first one's temporary files as stale and make it fail). The lock is taken on the
+    directory itself, so nothing is left behind, and is released by the kernel when the
+    process dies, so a killed run never leaves the folder locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, no guard
+        yield
+        return
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError as exc:
+        raise os_error_message(exc, out / MANIFEST_NAME) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"another `amalia-edge quantize` is writing into {out}",
+                fix="wait for it to finish, or choose another --out",
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _prepare_out(out: Path) -> None:
-    """Create ``out`` and prove it is writable before any work; clean a killed run's temps."""
+    """Create ``out`` and prove it is writable before any work; clean a killed run's temps.
+
+    Call it while holding :func:`locked_out`: the temporaries it deletes are only stale
+    when no other run owns the folder.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="probe", dir=out)
@@ -136,16 +185,40 @@ def _load_old(out: Path) -> Manifest | None:
         return None
 
 
-def _check_imatrix(path: Path, ckpt: Checkpoint) -> None:
+def _check_imatrix(path: Path, ckpt: Checkpoint, complete: bool = False) -> None:
     """Refuse an unreadable ``--imatrix FILE``, or one made for another model.
 
     Raises :class:`ImatrixError` naming the first mismatching tensor (llama.cpp's quantizer
     would otherwise fail midway, or weight the wrong tensors).
+    ``complete``: a requested type needs an importance matrix for every layer (IQ2_XXS and
+    friends: llama.cpp stops at the first tensor without one), so a matrix of a model with
+    fewer layers is refused too.
     """
     from amalia_edge.convert.imatrix import validate_imatrix
     from amalia_edge.convert.quantize import load_imatrix
 
-    validate_imatrix(load_imatrix(path), ckpt)
+    if path.is_dir():
+        raise ImatrixError(
+            f"--imatrix {path} is a directory",
+            fix="pass the imatrix GGUF file itself (e.g. DIR/imatrix-pt.gguf), auto or none",
+        )
+    if path.exists() and not path.is_file():
+        raise ImatrixError(f"--imatrix {path} is not a regular file", fix="pass the GGUF file")
+    imx = load_imatrix(path)
+    validate_imatrix(imx, ckpt)
+    if complete:
+        from amalia_edge.convert.tensor_names import gguf_name, spec_for
+
+        spec = spec_for(ckpt.config.architecture)
+        for hf in ckpt.weight_names():
+            g = gguf_name(spec, hf)
+            is_matmul = bool(g) and str(g).startswith("blk.")
+            if is_matmul and len(ckpt.tensor_infos[hf].shape) == 2 and g not in imx.data:
+                raise ImatrixError(
+                    f"importance matrix {path.name} has no entry for {g}",
+                    fix="it was made for another model (fewer layers?): use --imatrix "
+                    "auto to compute one for this model",
+                )
 
 
 def _auto_imatrix(
@@ -154,14 +227,25 @@ def _auto_imatrix(
     out: Path,
     calibration: str | os.PathLike[str] | None,
     progress: bool,
+    force: bool = False,
+    expect_sha256: str | None = None,
 ) -> Path:
-    """Make (or reuse) the pt-PT imatrix in ``out`` with ``convert.imatrix.ensure_imatrix``."""
+    """Make (or reuse) the pt-PT imatrix in ``out`` with ``convert.imatrix.ensure_imatrix``.
+
+    ``force`` recomputes it; ``expect_sha256`` (from the previous manifest) makes a file whose
+    bytes changed since that run be recomputed rather than reused.
+    """
     from amalia_edge.convert.quantize import load_imatrix
 
     bar = Progress("imatrix", enabled=progress, unit="chunks")
     path = Path(
         module.ensure_imatrix(
-            ckpt, out, calibration, progress=lambda done, total: bar(done, total, "pt-PT text")
+            ckpt,
+            out,
+            calibration,
+            progress=lambda done, total: bar(done, total, "pt-PT text"),
+            force=force,
+            expect_sha256=expect_sha256,
         )
     )
     # No progress at all: ensure_imatrix found a matching file and computed nothing.
@@ -258,12 +342,22 @@ def run_quantize(
     """Do the work of :func:`quantize` and say what was built and what was reused."""
     from amalia_edge.checkpoint import open_checkpoint
     from amalia_edge.convert import gguf as gguf_writer
-    from amalia_edge.convert.quantize import load_imatrix
 
     # Every check that needs no writing comes first: a bad option leaves OUT untouched.
-    ckpt = open_checkpoint(None if source is None else str(source))
+    _check_out(Path(out).expanduser())
     types = _parse_types(gguf_types)
     onnx_list = [p.strip().lower() for p in onnx_types if p.strip()]
+    if onnx_list:
+        try:
+            from amalia_edge.convert.onnx import precision_spec
+        except ModuleNotFoundError as exc:
+            raise ConversionError(
+                f"ONNX export is not available ({exc.name} is missing)",
+                fix="pip install 'amalia-edge[onnx]', or drop --onnx",
+            ) from None
+        for precision in onnx_list:
+            precision_spec(precision)
+    ckpt = open_checkpoint(None if source is None else str(source))
     if threads is not None and threads < 0:
         raise ConversionError(
             f"--threads must be 0 (every core) or more, got {threads}", fix="omit it"
@@ -279,7 +373,7 @@ def run_quantize(
             from amalia_edge.convert import imatrix as imx_module
     elif mode.lower() != "none":
         imx_path = Path(mode).expanduser()
-        _check_imatrix(imx_path, ckpt)
+        _check_imatrix(imx_path, ckpt, complete=any(t.needs_imatrix for t in llama_types))
     if llama_types and not have_llama:
         raise BackendUnavailableError(
             "llama-cpp-python is not installed, so llama.cpp's quantizer is unavailable for "
@@ -296,13 +390,64 @@ def run_quantize(
             + ", ".join(missing),
         )
 
+    if imx_module is not None:
+        # Read the calibration text now: a bad --calibration must fail before OUT exists.
+        check_calibration = getattr(imx_module, "read_calibration", None)
+        if check_calibration is not None:
+            check_calibration(calibration)
+
     out_dir = Path(out).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error_message(exc, out_dir / MANIFEST_NAME) from None
+    with locked_out(out_dir):
+        return _build(
+            ckpt,
+            out_dir,
+            types,
+            onnx_list,
+            params,
+            imx_path,
+            imx_module,
+            calibration,
+            threads,
+            force,
+            progress,
+        )
+
+
+def _build(
+    ckpt: Checkpoint,
+    out_dir: Path,
+    types: list[QuantType],
+    onnx_list: list[str],
+    params: int,
+    imx_path: Path | None,
+    imx_module: Any | None,
+    calibration: str | os.PathLike[str] | None,
+    threads: int | None,
+    force: bool,
+    progress: bool,
+) -> QuantizeResult:
+    """The writing half of :func:`run_quantize`, run under the output directory's lock."""
+    from amalia_edge.convert import gguf as gguf_writer
+    from amalia_edge.convert.quantize import load_imatrix
+
     _prepare_out(out_dir)
     versions = tool_versions()
     fingerprint = ckpt.fingerprint()
     old = None if force else _load_old(out_dir)
     if imx_module is not None:
-        imx_path = _auto_imatrix(imx_module, ckpt, out_dir, calibration, progress)
+        # The sha256 the last run recorded for the auto imatrix (not for an --imatrix FILE).
+        old_imx = (old.source.get("imatrix") if old is not None else None) or {}
+        auto_name = getattr(imx_module, "IMATRIX_FILE", None)
+        expect = None
+        if isinstance(old_imx, dict) and Path(str(old_imx.get("file", ""))).name == auto_name:
+            expect = old_imx.get("sha256")
+        imx_path = _auto_imatrix(
+            imx_module, ckpt, out_dir, calibration, progress, force=force, expect_sha256=expect
+        )
     imx_sha = sha256_file(imx_path) if imx_path is not None else None
 
     writer_versions = {"amalia_edge": versions["amalia_edge"], "gguf": versions["gguf"]}
@@ -320,12 +465,14 @@ def run_quantize(
         extra: dict[str, Any] = {"file_type": qt.ftype}
         if imx and imx_path is not None:
             extra["imatrix"] = {"file": imx_path.name, "sha256": imx_sha}
+        digest = sha256_file(path)
+        remember_verified(path, digest)  # so the first load does not hash it again
         entries[qt.name] = ArtifactEntry(
             kind="gguf",
             quant=qt.name,
             file=path.name,
             size=path.stat().st_size,
-            sha256=sha256_file(path),
+            sha256=digest,
             bpw=_tensor_bpw(path, params),
             params=params,
             source_fingerprint=fingerprint,
@@ -414,11 +561,12 @@ def run_quantize(
             "context_length": ckpt.config.max_position_embeddings,
             "dtype": _intermediate_type(ckpt),
         },
-        source={"path": str(ckpt.path), "fingerprint": fingerprint},
+        # Paths relative to the artifacts folder: the same build in two folders is identical.
+        source={"path": _relative(ckpt.path, out_dir), "fingerprint": fingerprint},
         versions=versions,
     )
     if imx_path is not None:
-        manifest.source["imatrix"] = {"file": str(imx_path), "sha256": imx_sha}
+        manifest.source["imatrix"] = {"file": _relative(imx_path, out_dir), "sha256": imx_sha}
     if old is not None:
         for entry in old.artifacts:
             if entry.source_fingerprint == fingerprint and entry.verify(out_dir, check_hash=False):
@@ -428,6 +576,14 @@ def run_quantize(
     manifest.write(out_dir)
     result.manifest = manifest
     return result
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    """``path`` relative to the artifacts folder (POSIX separators)."""
+    try:
+        return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return path.name
 
 
 def _name_progress(bar: Progress) -> Callable[[str], None]:

@@ -19,6 +19,7 @@ import ctypes
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,7 +270,9 @@ def llama_quantize(
         entries[len(imx.data)].name = None  # terminator, as quantize.cpp appends
         keep_alive.append(entries)
         params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-        kvs = [_kv_override(llama_cpp, _KV_IMATRIX_FILE, str(imx.path))]
+        # Relative to the output folder: an absolute path would make two builds differ.
+        rel = os.path.relpath(imx.path, dst.parent)
+        kvs = [_kv_override(llama_cpp, _KV_IMATRIX_FILE, rel)]
         if imx.datasets:
             kvs.append(_kv_override(llama_cpp, _KV_IMATRIX_DATASET, imx.datasets[0]))
         kvs.append(_kv_override(llama_cpp, _KV_IMATRIX_N_ENTRIES, len(imx.data)))
@@ -289,7 +292,11 @@ def llama_quantize(
             )
         if rc != 0:
             detail = sink.errors[-1] if sink.errors else f"return code {rc}"
-            if "space" in detail.lower():
+            # Disk full inside llama.cpp's C++ writer surfaces as "basic_ios::clear: iostream
+            # error" (std::ofstream with exceptions on), not ENOSPC: ask the disk itself.
+            if "space" in detail.lower() or (
+                "ios" in detail.lower() and shutil.disk_usage(dst.parent).free < (64 << 20)
+            ):
                 raise os_error_message(OSError(28, "No space left on device"), dst)
             raise ConversionError(
                 f"llama.cpp could not quantize to {qt.name}: {detail}",

@@ -192,6 +192,14 @@ def inspect_gguf(gguf_path: str | os.PathLike[str], **overrides: Any) -> Artifac
             or k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id")
         },
     }
+    template = header.metadata.get("tokenizer.chat_template")
+    if isinstance(template, str):
+        from amalia_edge.runtime.chat import ChatTemplateError, check_chat_template
+
+        try:
+            check_chat_template(template)
+        except ChatTemplateError as exc:
+            raise ArtifactError(f"{path}: {exc.problem}", fix=exc.fix) from None
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return Artifact(**fields)
 
@@ -204,7 +212,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _from_manifest(directory: Path) -> ModelSource:
-    from amalia_edge.artifacts.manifest import load_manifest
+    from amalia_edge.artifacts.manifest import artifact_problem, load_manifest
 
     manifest = load_manifest(directory)
     artifacts: list[Artifact] = []
@@ -222,8 +230,10 @@ def _from_manifest(directory: Path) -> ModelSource:
             "quality": entry.quality,
             "extra": dict(entry.extra),
         }
-        if not path.exists():
-            artifacts.append(Artifact(**common, problem=f"{entry.file} is missing"))
+        # Missing, resized or (hashed once per file state) changed since it was built.
+        problem = artifact_problem(directory, entry)
+        if problem is not None:
+            artifacts.append(Artifact(**common, problem=problem))
             continue
         if entry.kind == "gguf":
             try:

@@ -22,6 +22,7 @@ how much.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,24 +83,80 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-@lru_cache(maxsize=8)
-def _compiled(template: str) -> Any:
+# Bounds on an untrusted template (it comes from the checkpoint or the GGUF). Real chat
+# templates are a few kB and loop over the messages; these only stop a hostile one.
+MAX_TEMPLATE_CHARS = 1 << 20
+MAX_RANGE_ITEMS = 1_000_000  # all range() items of one render together
+MAX_RENDER_CHARS = 16 << 20  # longest string a * or ** may build, and the longest prompt
+_budget = threading.local()
+
+
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    left = getattr(_budget, "range_items", MAX_RANGE_ITEMS) - len(r)
+    if left < 0:
+        raise ChatTemplateError(
+            "the model's chat template loops too long (over "
+            f"{MAX_RANGE_ITEMS:,} range() items in one render)",
+            fix="use the model's original chat template, or --raw",
+        )
+    _budget.range_items = left
+    return r
+
+
+def _environment() -> Any:
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 128:
+                raise ChatTemplateError(
+                    "the model's chat template raises a number to a huge power",
+                    fix="use the model's original chat template, or --raw",
+                )
+            if operator == "*":
+                seq, n = (left, right) if isinstance(right, int) else (right, left)
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_RENDER_CHARS
+                ):
+                    raise ChatTemplateError(
+                        "the model's chat template builds a string too long to render",
+                        fix="use the model's original chat template, or --raw",
+                    )
+            return super().call_binop(context, operator, left, right)
+
+    env = Bounded(
         loader=jinja2.BaseLoader(),
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols],
     )
+    env.globals["range"] = _bounded_range
+    return env
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    import jinja2
+
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ChatTemplateError(
+            f"the model's chat template is {len(template):,} characters long",
+            fix="re-convert the model with its original chat template",
+        )
+    env = _environment()
     env.filters["tojson"] = _tojson
     try:
         return env.from_string(template)
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, RecursionError, MemoryError) as exc:
         raise ChatTemplateError(
-            f"the model's chat template does not parse ({exc})",
+            f"the model's chat template does not parse ({type(exc).__name__}: {exc})"[:300],
             fix="re-convert the model, or report the checkpoint's tokenizer_config.json",
         ) from None
 
@@ -116,6 +173,7 @@ def render_chat_template(
     import jinja2
 
     tmpl = _compiled(template or CHATML_TEMPLATE)
+    _budget.range_items = MAX_RANGE_ITEMS
     try:
         return str(
             tmpl.render(
@@ -127,11 +185,29 @@ def render_chat_template(
                 strftime_now=_strftime_now,
             )
         )
+    except ChatTemplateError:
+        raise
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(
             f"the model's chat template failed to render ({exc})",
             fix="check the roles (system/user/assistant, alternating) or re-convert the model",
         ) from None
+    except Exception as exc:  # {{ 1/0 }}, a bad index, a filter given the wrong type, ...
+        # The message is left out: it can quote the conversation being rendered.
+        raise ChatTemplateError(
+            f"the model's chat template failed to render ({type(exc).__name__})",
+            fix="re-convert the model with its original chat template, or use --raw",
+        ) from None
+
+
+def check_chat_template(template: str) -> None:
+    """Raise :class:`ChatTemplateError` unless ``template`` parses (and is not too long).
+
+    Run before a backend loads the model: llama-cpp-python compiles the GGUF's template in
+    ``Llama()`` and would raise its own exception from deep inside the load. Rendering is
+    not tried here: many templates rightly refuse some role orders.
+    """
+    _compiled(template)
 
 
 def with_system_prompt(messages: Sequence[Message], system: str | None) -> list[Message]:

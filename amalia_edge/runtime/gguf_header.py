@@ -12,6 +12,7 @@ Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (v2 and v3; v1
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from amalia_edge.errors import ArtifactError
+from amalia_edge.safeio import open_regular
 
 GGUF_MAGIC = b"GGUF"
 _NOT_GGUF_FIX = "pass a .gguf model or an artifacts directory made by `amalia-edge quantize`"
@@ -62,7 +64,12 @@ class GGUFHeader:
         v = self.metadata.get(f"{self.architecture}.{key}")
         if isinstance(v, list):
             v = v[0] if v else None
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        # A damaged header can hold a float NaN/inf (or a negative count) for any of these.
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return int(v) if v >= 0 else None
 
     @property
     def data_end(self) -> int:
@@ -146,8 +153,8 @@ def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
     path = Path(path)
     fmts = _scalar_formats()
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path, ArtifactError) as fh:
+            size = os.fstat(fh.fileno()).st_size
             if size < 4 or fh.read(4) != GGUF_MAGIC:
                 fh.seek(0)
                 magic = fh.read(4)
@@ -199,6 +206,8 @@ def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
             for _ in range(n_tensors):
                 name = r.string()
                 n_dims = r.u32()
+                if n_dims > 4:  # GGML_MAX_DIMS
+                    raise ValueError(f"tensor {name} has {n_dims} dimensions")
                 shape = tuple(r.u64() for _ in range(n_dims))
                 ttype, offset = r.u32(), r.u64()
                 try:
@@ -212,7 +221,16 @@ def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
                 tensors.append(
                     TensorEntry(name, shape, ttype, qt.name, offset, n // block * type_size)
                 )
-            alignment = int(meta.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
+            alignment = meta.get("general.alignment", DEFAULT_ALIGNMENT)
+            # gguf.md: a uint32, non-zero power of two. Anything else (inf, an array) used to
+            # crash int() here; llama.cpp refuses such files too (gguf.cpp, gguf_init).
+            if (
+                isinstance(alignment, bool)
+                or not isinstance(alignment, int)
+                or alignment <= 0
+                or alignment & (alignment - 1)
+            ):
+                raise ValueError(f"general.alignment {alignment!r} is not a power of two")
             pos = r.pos
             data_offset = (pos + alignment - 1) // alignment * alignment
         finally:
@@ -234,7 +252,7 @@ def read_gguf_header(path: str | os.PathLike[str]) -> GGUFHeader:
             f"{path} is truncated (the file ends inside its GGUF header)",
             fix="copy or download it again, or re-run `amalia-edge quantize`",
         ) from None
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+    except (ValueError, UnicodeDecodeError, struct.error, KeyError, OverflowError) as exc:
         raise ArtifactError(
             f"{path} has a corrupt GGUF header ({exc})",
             fix="copy or download it again, or re-run `amalia-edge quantize`",

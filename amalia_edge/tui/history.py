@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from typing import Any
 
 from amalia_edge.artifacts.atomic import atomic_write_text, os_error_message
 from amalia_edge.errors import AmaliaEdgeError
+from amalia_edge.safeio import read_regular_bytes
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +146,20 @@ class Conversation:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_APPEND: each write lands at the end even if two apps share a file by mistake.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # O_NONBLOCK + fstat: a FIFO in place of the log is refused, never waited on.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o600)
             try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise HistoryError(
+                        f"{self.path} is not a regular file",
+                        fix="move it out of the history folder",
+                    )
+                os.set_blocking(fd, True)
+                # A crash can leave half a line at the end: start on a fresh line, or this
+                # record would be glued to it and skipped with it on every later resume.
+                if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                    data = "\n" + data
                 os.write(fd, data.encode("utf-8"))
                 os.fsync(fd)
             finally:
@@ -232,7 +247,7 @@ class HistoryStore:
     def open(self, conversation_id: str) -> Conversation:
         """Replay a conversation's log; later changes append to the same file."""
         path = self.root / f"{conversation_id}.jsonl"
-        if not path.is_file():
+        if "/" in conversation_id or "\\" in conversation_id or not path.is_file():
             raise HistoryError(
                 f"no saved conversation {conversation_id!r} in {self.root}",
                 fix="pick one from the history list (F3)",
@@ -240,8 +255,11 @@ class HistoryStore:
         return self._read(path)
 
     def _read(self, path: Path) -> Conversation:
+        # Every field of every record is checked: the file is user data (hand-edited, copied
+        # from another version, damaged), and a bad field must cost that record, not the app.
         try:
-            raw = path.read_bytes()
+            raw = read_regular_bytes(path, HistoryError, limit=MAX_LOG_BYTES)
+            mtime = path.stat().st_mtime
         except OSError as exc:
             raise HistoryError(
                 f"cannot read {path}: {exc.strerror}", fix="check its permissions"
@@ -254,31 +272,57 @@ class HistoryStore:
         meta = records[0]
         conv = Conversation(
             path,
-            id=str(meta.get("id") or path.stem),
-            system=str(meta.get("system") or ""),
-            model=meta.get("model"),
-            created=float(meta.get("created") or path.stat().st_mtime),
+            id=_str(meta.get("id")) or path.stem,
+            system=_str(meta.get("system")),
+            model=_str(meta.get("model")) or None,
+            created=_time(meta.get("created"), mtime),
         )
         updated = conv.created
         for rec in records[1:]:
             kind = rec.get("type")
             if kind == "message":
+                role, content = rec.get("role"), rec.get("content")
+                if role not in ("user", "assistant") or not isinstance(content, str):
+                    log.warning("%s: skipping a message without a valid role and content", path)
+                    continue
+                stats = rec.get("stats")
                 msg = ChatMessage(
-                    role=str(rec["role"]),
-                    content=str(rec["content"]),
-                    t=float(rec.get("t") or updated),
-                    stats=rec.get("stats"),
+                    role=role,
+                    content=content,
+                    t=_time(rec.get("t"), updated),
+                    stats=stats if isinstance(stats, dict) else None,
                 )
                 conv.messages.append(msg)
                 updated = max(updated, msg.t)
             elif kind == "truncate":
-                del conv.messages[int(rec["keep"]) :]
+                keep = rec.get("keep")
+                if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0:
+                    del conv.messages[keep:]
             elif kind == "system":
-                conv.system = str(rec["content"])
+                conv.system = _str(rec.get("content"))
             elif kind == "model":
-                conv.model = rec.get("model")
-        conv.updated = max(updated, path.stat().st_mtime)
+                conv.model = _str(rec.get("model")) or None
+        conv.updated = max(updated, _time(mtime, conv.created))
         return conv
+
+
+# A conversation log larger than this is not one this app wrote (a long chat is ~1 MB).
+MAX_LOG_BYTES = 256 << 20
+# Timestamps outside [1970, 9999] are damage: time.localtime() raises on them.
+_MAX_TIME = 253402300799.0
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _time(value: Any, default: float) -> float:
+    """A saved timestamp, or ``default`` when it is not a plausible one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        t = float(value)
+        if math.isfinite(t) and 0.0 <= t <= _MAX_TIME:
+            return t
+    return default
 
 
 def _parse_lines(lines: Iterable[bytes], path: Path) -> Iterable[dict[str, Any]]:
@@ -286,7 +330,7 @@ def _parse_lines(lines: Iterable[bytes], path: Path) -> Iterable[dict[str, Any]]
     for i, line in enumerate(items):
         try:
             rec = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             # Only the last line can be half-written (a kill during the write); anything
             # else is damage worth a warning, but the rest of the conversation is still good.
             if i != len(items) - 1:
