@@ -26,6 +26,10 @@ BUILD_TIMEOUT=${BUILD_TIMEOUT:-330}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-230}
 CUDA_ARCH=${CUDA_ARCH:-90} # Hopper (H100/H200); the Jetson AGX Orin is 87
 # EXTRA_CMAKE_ARGS: more llama.cpp options, e.g. -DGGML_CUDA_FA=OFF to halve the build time
+# The CPU side for AVX2, not GGML_NATIVE: on the first H200 run (2026-12-04) a native build had
+# ggml's AMX kernels on (AMX_INT8 = 1) and every generation crashed with SIGSEGV; those kernels
+# also crash on small models on our AMX CI machine (see the Makefile).
+CPU_CMAKE_ARGS=${CPU_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}
 PY=${PYTHON:-$(command -v python3.12 || command -v python3)}
 mkdir -p "$OUT" "$SITE"
 
@@ -55,7 +59,7 @@ wheels=("$WHL"/gguf-*.whl "$WHL"/platformdirs-*.whl "$WHL"/nvidia_ml_py-*.whl)
 log "wheels: exit $?"
 
 t0=$(date +%s)
-CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF ${EXTRA_CMAKE_ARGS:-}" \
+CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF $CPU_CMAKE_ARGS ${EXTRA_CMAKE_ARGS:-}" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     timeout "$BUILD_TIMEOUT" "$PY" -m pip install --no-build-isolation --no-deps -v \
     --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
