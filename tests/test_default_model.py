@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amalia_edge.checkpoint import open_checkpoint
+from amalia_edge.checkpoint import DEMO_DIR, open_checkpoint
 from amalia_edge.cli import main
 from amalia_edge.errors import AmaliaEdgeError, OutputError
 from amalia_edge.runtime import artifacts as runtime_artifacts
@@ -28,6 +28,11 @@ from amalia_edge.runtime.sampling import SamplingParams
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 PREPARING = "preparing the bundled demo model"
+
+# The bundled demo checkpoint's trained context (config.json's max_position_embeddings).
+DEMO_CTX = json.loads((DEMO_DIR / "config.json").read_text(encoding="utf-8"))[
+    "max_position_embeddings"
+]
 
 
 @dataclass
@@ -148,8 +153,8 @@ def test_resolve_model_none_is_the_demo(cache_home: Path, no_quantize: None) -> 
 def test_plan_none_caps_context_at_the_models(cache_home: Path, no_quantize: None) -> None:
     source, sel, _ = plan(None, n_ctx=None)
     trained = {a.shape.n_ctx_train for a in source.usable() if a.shape}
-    assert trained == {256}  # the demo checkpoint's max_position_embeddings
-    assert sel.n_ctx == 256
+    assert trained == {DEMO_CTX}  # the demo checkpoint's max_position_embeddings
+    assert sel.n_ctx == DEMO_CTX
     _, sel, _ = plan(None, n_ctx=128)
     assert sel.n_ctx == 128
     with pytest.raises(AmaliaEdgeError, match="too small"):
@@ -159,7 +164,7 @@ def test_plan_none_caps_context_at_the_models(cache_home: Path, no_quantize: Non
 @needs_llama
 def test_load_model_none_generates(cache_home: Path, no_quantize: None) -> None:
     with load_model(None, n_ctx=None) as model:
-        assert model.name == "demo" and model.n_ctx == 256
+        assert model.name == "demo" and model.n_ctx == DEMO_CTX
         fin = model.generate("O rapaz", sampling=SamplingParams(temperature=0.0), max_tokens=4)
     assert fin.completion_tokens == 4 and fin.text
 
@@ -171,7 +176,7 @@ def test_generate_cli_without_model(
     argv = ["generate", "Olá", "--json", "--max-tokens", "3", "--temperature", "0", "--seed", "1"]
     assert main(argv) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["model"] == "demo" and rec["n_ctx"] == 256 and rec["completion_tokens"] == 3
+    assert rec["model"] == "demo" and rec["n_ctx"] == DEMO_CTX and rec["completion_tokens"] == 3
     assert Path(rec["artifact"]).parent == _expected_dir(cache_home)
 
 
@@ -267,5 +272,5 @@ def test_doctor_model_uses_the_same_default_context(
 ) -> None:
     main(["doctor", str(_expected_dir(cache_home)), "--json"])
     sel = json.loads(capsys.readouterr().out)["selection"]
-    assert sel["n_ctx"] == 256
+    assert sel["n_ctx"] == DEMO_CTX
     assert not any("larger than the model's" in " ".join(c["reasons"]) for c in sel["candidates"])

@@ -37,7 +37,9 @@ def test_imatrix_line_says_reused_when_nothing_was_computed(
 ) -> None:
     class Module:
         @staticmethod
-        def ensure_imatrix(ckpt: Any, out: Path, calibration: Any, progress: Any) -> Path:
+        def ensure_imatrix(
+            ckpt: Any, out: Path, calibration: Any, progress: Any, **kw: Any
+        ) -> Path:
             if not reuse:
                 for i in range(1, 5):
                     progress(i, 4)

@@ -37,16 +37,18 @@ def test_auto_imatrix_calls_ensure_imatrix_and_records_it(
     from amalia_edge.convert import imatrix
 
     monkeypatch.setattr(imatrix, "ensure_imatrix", ensure_imatrix)
+    cal = tmp_path.parent / "cal.txt"  # checked before anything is written, so it must exist
+    cal.write_text("O rapaz entrou na casa e sentou-se à mesa.\n", encoding="utf-8")
     result = run_quantize(
         tiny_checkpoint,
         tmp_path,
         "iq2_xxs,q4_k_m,f16",
         imatrix="auto",
-        calibration="cal.txt",
+        calibration=str(cal),
         threads=2,
         progress=False,
     )
-    assert calls == [("Tiny-PT", tmp_path, "cal.txt")]
+    assert calls == [("Tiny-PT", tmp_path, str(cal))]
     m = result.manifest
     assert sorted(result.built) == ["F16", "IQ2_XXS", "Q4_K_M"]
     for quant in ("IQ2_XXS", "Q4_K_M"):

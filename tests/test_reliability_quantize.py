@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +161,10 @@ def test_force_and_the_recorded_sha256_reach_ensure_imatrix(
         calls.append(kw)
         return tiny_imatrix
 
-    fake = types.ModuleType("amalia_edge.convert.imatrix")
-    fake.ensure_imatrix = ensure_imatrix  # type: ignore[attr-defined]
-    fake.IMATRIX_FILE = tiny_imatrix.name  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "amalia_edge.convert.imatrix", fake)
+    from amalia_edge.convert import imatrix
+
+    monkeypatch.setattr(imatrix, "ensure_imatrix", ensure_imatrix)
+    monkeypatch.setattr(imatrix, "IMATRIX_FILE", tiny_imatrix.name)
     out = tmp_path / "out"
     run_quantize(tiny_checkpoint, out, "q4_k_m", imatrix="auto", progress=False)
     run_quantize(tiny_checkpoint, out, "q4_k_m", imatrix="auto", progress=False)
