@@ -60,6 +60,13 @@ LLAMA3_ROPE_SCALING = {
 }
 
 SPM_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")
+# Added after a SentencePiece vocabulary by Spec.added_tokens: (text, special). The first looks
+# special to llama.cpp even unmarked; the last is a plain (user-defined) piece.
+ADDED_TOKENS = (("<|tool_call|>", True), ("<|nota|>", False), ("amalia▁edge", False))
+# A second named template for chat_template_in="list" (transformers' list-of-dicts form).
+TOOL_TEMPLATE = (
+    "{% for message in messages %}{{ '<|tool_call|>' + message['content'] }}{% endfor %}"
+)
 BPE_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
 
 
@@ -87,7 +94,14 @@ class Spec:
     attention_bias: bool = False
     seed: int = 0
     config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
-    chat_template_in: str = "tokenizer_config"  # tokenizer_config | jinja | none
+    chat_template_in: str = "tokenizer_config"  # tokenizer_config | jinja | list | none
+    # tokenizer_config.json keys to set (None: remove the key), e.g. {"add_prefix_space": False}
+    tokenizer_config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    # generation_config.json eos_token_id: None = the default list [</s>, <|im_end|>]
+    generation_eos: Any = None
+    # added tokens (SentencePiece kinds) after the tokenizer's own ids: "none" | "json"
+    # (added_tokens.json) | "decoder" (tokenizer_config.json added_tokens_decoder) | "both"
+    added_tokens: str = "none"
 
 
 # About 0.63B parameters in BF16 with a 128k vocabulary (EuroLLM's size): the checkpoint the
@@ -177,6 +191,52 @@ def bpe_tokenizer_json(vocab_size: int = 1536) -> str:
         special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))],
     )
     return str(tok.to_str())
+
+
+@cache
+def spm_as_tokenizer_json(vocab_size: int = 1536) -> str:
+    """The SentencePiece model of :func:`spm_model_bytes` as the ``tokenizer.json`` that
+    transformers' own converter writes for it (what ``save_pretrained`` of a Llama tokenizer
+    ships): SentencePiece-style BPE with byte fallback. Needs transformers (parity tests)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "tokenizer.model").write_bytes(spm_model_bytes(vocab_size))
+        _write_spm_config(d, Spec(tokenizer_vocab=vocab_size))
+        tok = AutoTokenizer.from_pretrained(str(d))
+        return str(tok.backend_tokenizer.to_str())
+
+
+def _write_spm_config(out: Path, spec: Spec) -> dict[str, Any]:
+    decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, t in enumerate(SPM_SPECIALS)
+    }
+    tc: dict[str, Any] = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": decoder,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "legacy": False,
+        "model_max_length": spec.max_position_embeddings,
+        "tokenizer_class": "LlamaTokenizer",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2), encoding="utf-8")
+    return tc
 
 
 # -- safetensors writing ---------------------------------------------------------------------
@@ -295,35 +355,32 @@ def spm_vocab_size(spec: Spec) -> int:
 
 def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
     """Write tokenizer files; return (tokenizer size, special ids for config.json)."""
-    if spec.tokenizer == "spm":
-        (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab))
+    tc: dict[str, Any]
+    if spec.tokenizer in ("spm", "spm-json"):
+        if spec.tokenizer == "spm":
+            (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab))
+        else:  # tokenizer.json only, as recent transformers save a Llama tokenizer
+            text = spm_as_tokenizer_json(spec.tokenizer_vocab)
+            (out / "tokenizer.json").write_text(text, encoding="utf-8")
         n = spm_vocab_size(spec)
-        decoder = {
-            str(i): {
-                "content": t,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for i, t in enumerate(SPM_SPECIALS)
-        }
-        tc: dict[str, Any] = {
-            "add_bos_token": True,
-            "add_eos_token": False,
-            "added_tokens_decoder": decoder,
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "pad_token": "<pad>",
-            "unk_token": "<unk>",
-            "clean_up_tokenization_spaces": False,
-            "legacy": False,
-            "model_max_length": spec.max_position_embeddings,
-            "tokenizer_class": "LlamaTokenizer",
-        }
+        tc = _write_spm_config(out, spec)
         ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
         gen_eos: Any = [2, 5]  # </s> and <|im_end|>
+        if spec.added_tokens != "none":
+            added = {t: n + i for i, (t, _) in enumerate(ADDED_TOKENS)}
+            if spec.added_tokens in ("json", "both"):
+                (out / "added_tokens.json").write_text(json.dumps(added), encoding="utf-8")
+            if spec.added_tokens in ("decoder", "both"):
+                for (t, special), i in zip(ADDED_TOKENS, added.values(), strict=True):
+                    tc["added_tokens_decoder"][str(i)] = {
+                        "content": t,
+                        "lstrip": False,
+                        "normalized": not special,
+                        "rstrip": False,
+                        "single_word": False,
+                        "special": special,
+                    }
+            n += len(ADDED_TOKENS)
     elif spec.tokenizer == "bpe":
         text = bpe_tokenizer_json(spec.tokenizer_vocab)
         (out / "tokenizer.json").write_text(text, encoding="utf-8")
@@ -355,7 +412,19 @@ def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
         tc["chat_template"] = CHATML_TEMPLATE
     elif spec.chat_template_in == "jinja":
         (out / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+    elif spec.chat_template_in == "list":
+        tc["chat_template"] = [
+            {"name": "default", "template": CHATML_TEMPLATE},
+            {"name": "tool_use", "template": TOOL_TEMPLATE},
+        ]
+    for key, value in spec.tokenizer_config_overrides.items():
+        if value is None:
+            tc.pop(key, None)
+        else:
+            tc[key] = value
     (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2), encoding="utf-8")
+    if spec.generation_eos is not None:
+        gen_eos = spec.generation_eos
     gen = {"bos_token_id": ids["bos_token_id"], "eos_token_id": gen_eos, "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
     return n, ids
