@@ -70,6 +70,10 @@ TOOL_TEMPLATE = (
 BPE_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
 
 
+# A config_overrides value that removes the key from config.json (None writes null).
+ABSENT = "<absent>"
+
+
 @dataclass(frozen=True)
 class Spec:
     """What to build. ``vocab_size=None``: the tokenizer's size plus ``extra_vocab`` padding."""
@@ -135,8 +139,11 @@ def corpus_lines(max_chars: int = 1_000_000, path: Path = TRAIN_TEXT) -> list[st
 
 
 @cache
-def spm_model_bytes(vocab_size: int = 1536) -> bytes:
-    """A SentencePiece BPE model trained on the pt-PT corpus (about 0.5 s, cached)."""
+def spm_model_bytes(vocab_size: int = 1536, pad: bool = True) -> bytes:
+    """A SentencePiece BPE model trained on the pt-PT corpus (about 0.5 s, cached).
+
+    ``pad=False``: no ``<pad>`` piece, so ``<|im_start|> <|im_end|>`` are ids 3 and 4, EuroLLM's
+    layout (its GGUF token list starts ``<unk> <s> </s> <|im_start|> <|im_end|>``)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -148,7 +155,7 @@ def spm_model_bytes(vocab_size: int = 1536) -> bytes:
         unk_id=0,
         bos_id=1,
         eos_id=2,
-        pad_id=3,
+        pad_id=3 if pad else -1,
         pad_piece="<pad>",
         user_defined_symbols=["<|im_start|>", "<|im_end|>"],
         byte_fallback=True,
@@ -194,7 +201,7 @@ def bpe_tokenizer_json(vocab_size: int = 1536) -> str:
 
 
 @cache
-def spm_as_tokenizer_json(vocab_size: int = 1536) -> str:
+def spm_as_tokenizer_json(vocab_size: int = 1536, pad: bool = True) -> str:
     """The SentencePiece model of :func:`spm_model_bytes` as the ``tokenizer.json`` that
     transformers' own converter writes for it (what ``save_pretrained`` of a Llama tokenizer
     ships): SentencePiece-style BPE with byte fallback. Needs transformers (parity tests)."""
@@ -204,8 +211,17 @@ def spm_as_tokenizer_json(vocab_size: int = 1536) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        (d / "tokenizer.model").write_bytes(spm_model_bytes(vocab_size))
+        (d / "tokenizer.model").write_bytes(spm_model_bytes(vocab_size, pad))
         _write_spm_config(d, Spec(tokenizer_vocab=vocab_size))
+        if not pad:  # the EuroLLM layout: no <pad> piece, ChatML markers at 3 and 4
+            cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+            names = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+            cfg["added_tokens_decoder"] = {
+                str(i): {"content": t, "normalized": False, "special": True}
+                for i, t in enumerate(names)
+            }
+            cfg["pad_token"] = "</s>"
+            (d / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
         tok = AutoTokenizer.from_pretrained(str(d))
         return str(tok.backend_tokenizer.to_str())
 
@@ -349,14 +365,37 @@ def _random_tensor(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray[A
 def spm_vocab_size(spec: Spec) -> int:
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_proto=spm_model_bytes(spec.tokenizer_vocab))
+    pad = spec.tokenizer != "spm-eurollm"
+    sp = spm.SentencePieceProcessor(model_proto=spm_model_bytes(spec.tokenizer_vocab, pad))
     return int(sp.vocab_size())
 
 
 def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
     """Write tokenizer files; return (tokenizer size, special ids for config.json)."""
     tc: dict[str, Any]
-    if spec.tokenizer in ("spm", "spm-json"):
+    if spec.tokenizer == "spm-eurollm":
+        # EuroLLM's id layout (see spm_model_bytes); the tests set the real config values.
+        (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab, False))
+        # EuroLLM ships tokenizer.json too; gguf-py's SpecialVocab finds pad_token's id there
+        text = spm_as_tokenizer_json(spec.tokenizer_vocab, False)
+        (out / "tokenizer.json").write_text(text, encoding="utf-8")
+        n = spm_vocab_size(spec)
+        names = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+        tc = {
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "added_tokens_decoder": {
+                str(i): {"content": t, "normalized": False, "special": True}
+                for i, t in enumerate(names)
+            },
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "tokenizer_class": "LlamaTokenizer",
+        }
+        ids = {"bos_token_id": 1, "eos_token_id": 2}
+        gen_eos = 2
+    elif spec.tokenizer in ("spm", "spm-json"):
         if spec.tokenizer == "spm":
             (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab))
         else:  # tokenizer.json only, as recent transformers save a Llama tokenizer
@@ -459,6 +498,8 @@ def build_checkpoint(out: Path, spec: Spec | None = None, **kw: Any) -> Path:
         **ids,
     }
     config.update(spec.config_overrides)
+    for key in [k for k, v in config.items() if v == ABSENT]:
+        del config[key]
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "README.md").write_text(
         "---\nlicense: apache-2.0\nlanguage:\n- pt\nmodel_name: Tiny-PT\n---\n\n"

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import struct
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +144,87 @@ def hf_reference(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {Path(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+_SCALAR = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+
+
+@dataclass
+class GGUFSections:
+    """A GGUF file split into what the parity tests compare, byte for byte."""
+
+    kv: dict[str, bytes]  # key -> value type + value bytes, in file order
+    tensors: dict[str, tuple[int, tuple[int, ...], bytes]]  # name -> (type, dims, data)
+
+
+def read_sections(path: Path) -> GGUFSections:
+    """Parse a little-endian GGUF v3 file (gguf-py's GGUFReader takes ~10 s on a 128k vocab;
+    this takes well under one)."""
+    import gguf
+
+    buf = path.read_bytes()
+    pos = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal pos
+        (value,) = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return value
+
+    def string() -> bytes:
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return buf[pos - n : pos]
+
+    def skip_value(vtype: int) -> None:
+        nonlocal pos
+        if vtype == 8:
+            string()
+        elif vtype == 9:
+            etype, count = take("I"), take("Q")
+            if etype in _SCALAR:
+                pos += struct.calcsize("<" + _SCALAR[etype]) * count
+            else:
+                for _ in range(count):
+                    skip_value(etype)
+        else:
+            pos += struct.calcsize("<" + _SCALAR[vtype])
+
+    assert buf[:4] == b"GGUF" and struct.unpack_from("<I", buf, 4)[0] == 3, path
+    pos = 8
+    n_tensors, n_kv = take("Q"), take("Q")
+    kv: dict[str, bytes] = {}
+    alignment = 32
+    for _ in range(n_kv):
+        key = string().decode("utf-8")
+        start = pos
+        vtype = take("I")
+        skip_value(vtype)
+        kv[key] = buf[start:pos]
+        if key == "general.alignment":
+            alignment = struct.unpack_from("<I", buf, start + 4)[0]
+    infos = []
+    for _ in range(n_tensors):
+        name = string().decode("utf-8")
+        dims = tuple(take("Q") for _ in range(take("I")))
+        infos.append((name, dims, take("I"), take("Q")))
+    base = pos + (-pos) % alignment
+    tensors = {}
+    for name, dims, ttype, offset in infos:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+        nbytes = math.prod(dims) // block * size
+        tensors[name] = (ttype, dims, buf[base + offset : base + offset + nbytes])
+    return GGUFSections(kv, tensors)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from amalia_edge.checkpoint import open_checkpoint
@@ -85,6 +84,88 @@ VARIANTS: dict[str, Variant] = {
     ),
 }
 
+# The real EuroLLM Instruct files, scaled down only in width and depth (hidden size, head size,
+# FFN size, layer count); everything else, the 128000-entry vocabulary included, is as
+# published. Sources (Hugging Face Hub):
+# * EuroLLM-1.7B-Instruct config.json, utter-project/EuroLLM-1.7B-Instruct@c0043115 (and its
+#   generation_config.json @f7789a3a: bos 1, eos 2 (</s>), do_sample true);
+# * EuroLLM-9B-Instruct config.json as copied with "_name_or_path":
+#   "utter-project/EuroLLM-9B-Instruct" into cortecs/EuroLLM-9B-Instruct-FP8-Dynamic and
+#   stelterlab/EuroLLM-9B-Instruct-AWQ (head_dim 128, 42 layers, 32/8 heads, FFN 12288); its
+#   generation_config.json as copied into jncraton/EuroLLM-9B-Instruct-ct2-int8 (eos 4);
+# * tokenizer: the GGUF llama.cpp's converter made of EuroLLM-9B-Instruct (ollama
+#   alibayram/erurollm-9b-instruct metadata): tokens <unk> <s> </s> <|im_start|> <|im_end|>
+#   ..., bos 1, eos 4, pad 2, unk 0, add_bos true, add_eos false, add_space_prefix false, so
+#   tokenizer_config.json says eos_token <|im_end|>, pad_token </s>, add_prefix_space false.
+#   The exact template text is not reproduced: ChatML with those markers, as the model card.
+EUROLLM_COMMON = {
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 1,
+    "eos_token_id": 4,
+    "hidden_act": "silu",
+    "initializer_range": 0.02,
+    "model_type": "llama",
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 128000,
+}
+EUROLLM_TOKENIZER = {
+    "eos_token": "<|im_end|>",
+    "pad_token": "</s>",
+    "add_prefix_space": False,
+    "add_bos_token": True,
+    "add_eos_token": False,
+}
+EUROLLM_1_7B = {
+    "tokenizer": "spm-eurollm",
+    "dtype": "BF16",
+    "extra_vocab": 128000 - 1536,
+    "hidden_size": 256,  # 2048 / 8; 16 heads of 16 (128 / 8)
+    "intermediate_size": 704,  # 5632 / 8
+    "num_hidden_layers": 2,  # 24
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05,
+    "config_overrides": {
+        **EUROLLM_COMMON,
+        "use_cache": False,
+        "transformers_version": "4.40.0.dev0",
+        "head_dim": factory.ABSENT,  # the 1.7B config has no head_dim key
+    },
+    "tokenizer_config_overrides": EUROLLM_TOKENIZER,
+    "generation_eos": 2,
+}
+EUROLLM_9B = {
+    "tokenizer": "spm-eurollm",
+    "dtype": "BF16",
+    "extra_vocab": 128000 - 1536,
+    "hidden_size": 512,  # 4096 / 8; 32 heads of 16 (128 / 8)
+    "intermediate_size": 1536,  # 12288 / 8
+    "num_hidden_layers": 2,  # 42
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 16,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05,
+    "config_overrides": {
+        **EUROLLM_COMMON,
+        "mlp_bias": False,
+        "use_cache": False,
+        "transformers_version": "4.46.1",
+    },
+    "tokenizer_config_overrides": EUROLLM_TOKENIZER,
+    "generation_eos": 4,
+}
+VARIANTS["eurollm-1.7b-instruct"] = Variant(EUROLLM_1_7B, "bf16")
+VARIANTS["eurollm-9b-instruct"] = Variant(EUROLLM_9B, "bf16")
+
 MESSAGES = [
     {"role": "system", "content": "És um assistente que responde em português europeu."},
     {"role": "user", "content": "Qual é a capital de Portugal?"},
@@ -125,38 +206,13 @@ def converted(
     return result
 
 
-def _reader(path: Path) -> Any:
-    import gguf
-
-    return gguf.GGUFReader(path)
-
-
-def _value(reader: Any, key: str) -> Any:
-    f = reader.fields[key]
-    if not f.types:
-        return None
-    import gguf
-
-    if f.types[0] == gguf.GGUFValueType.ARRAY:
-        return [_scalar(f.parts[i], f.types[-1]) for i in f.data]
-    return _scalar(f.parts[f.data[0]], f.types[0])
-
-
-def _scalar(part: Any, vtype: Any) -> Any:
-    import gguf
-
-    if vtype == gguf.GGUFValueType.STRING:
-        return bytes(part).decode("utf-8", "replace")
-    return part.tolist()[0]
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_same_file_as_llama_cpp_converter(converted: dict[str, Converted], name: str) -> None:
     c = converted[name]
     assert c.theirs is not None, f"llama.cpp's converter refused {name}: {c.error}"
-    theirs, ours = _reader(c.theirs), _reader(c.ours)
-    their_keys = [k for k in theirs.fields if not k.startswith("GGUF.")]
-    our_keys = [k for k in ours.fields if not k.startswith("GGUF.")]
+    theirs, ours = parity.read_sections(c.theirs), parity.read_sections(c.ours)
+    their_keys = [k for k in theirs.kv if not k.startswith("GGUF.")]
+    our_keys = [k for k in ours.kv if not k.startswith("GGUF.")]
     added = [k for k in our_keys if k not in their_keys]
     assert set(added) <= set(INTENTIONAL_ADDITIONS), added
     assert [k for k in their_keys if k not in our_keys] == []
@@ -164,13 +220,12 @@ def test_same_file_as_llama_cpp_converter(converted: dict[str, Converted], name:
     for key in their_keys:
         if key in VARIANTS[name].differs:
             continue
-        assert _value(ours, key) == _value(theirs, key), key
-    a = {t.name: t for t in theirs.tensors}
-    b = {t.name: t for t in ours.tensors}
-    assert set(a) == set(b)
-    for tname, t in a.items():
-        assert (b[tname].tensor_type, list(b[tname].shape)) == (t.tensor_type, list(t.shape))
-        np.testing.assert_array_equal(np.asarray(b[tname].data), np.asarray(t.data), tname)
+        assert ours.kv[key] == theirs.kv[key], key
+    assert set(ours.tensors) == set(theirs.tensors)  # order: ours follows the file (reads)
+    for tname, (ttype, dims, data) in theirs.tensors.items():
+        got = ours.tensors[tname]
+        assert (got[0], got[1]) == (ttype, dims), tname
+        assert got[2] == data, tname
 
 
 def test_json_only_vocab_equals_the_sentencepiece_conversion(
@@ -178,9 +233,10 @@ def test_json_only_vocab_equals_the_sentencepiece_conversion(
 ) -> None:
     """The tokenizer.json that transformers writes for our SentencePiece model converts to the
     same tokens and types as the tokenizer.model itself (scores: merge ranks instead)."""
-    spm, js = _reader(converted["f16"].ours), _reader(converted["tokenizer-json-only"].ours)
+    spm = parity.read_sections(converted["f16"].ours)
+    js = parity.read_sections(converted["tokenizer-json-only"].ours)
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
-        assert _value(js, key) == _value(spm, key), key
+        assert js.kv[key] == spm.kv[key], key
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +329,30 @@ def test_chat_template_renders_and_tokenizes_like_transformers(
         assert got != want
         want = ref["legacy_chat_ids"]
     assert got == want
+
+
+@pytest.mark.parametrize("name", ["eurollm-1.7b-instruct", "eurollm-9b-instruct"])
+def test_eurollm_miniature_chats_and_stops_at_im_end(
+    converted: dict[str, Converted], name: str
+) -> None:
+    """The miniature with the real files loads in llama.cpp, chats through its ChatML
+    template and ends the turn at <|im_end|> (id 4), the real stop token."""
+    import llama_cpp
+
+    ckpt = open_checkpoint(converted[name].ckpt)
+    assert ckpt.config.vocab_size == 128000
+    v = ckpt.vocab
+    assert (v.bos_id, v.eos_id, v.pad_id, v.chat_eos_id) == (1, 4, 2, 4)
+    assert v.add_space_prefix is False
+    llm = llama_cpp.Llama(str(converted[name].ours), n_ctx=256, verbose=False)
+    assert llm.n_vocab() == 128000 and llm.token_eos() == 4
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    assert llama_cpp.llama_vocab_is_eog(vocab, 4)
+    msgs: Any = MESSAGES[:2]
+    free = llm.create_chat_completion(msgs, max_tokens=8, temperature=0.0)
+    assert free["usage"]["completion_tokens"] == 8  # random weights: no stop on their own
+    # With <|im_end|> made the likeliest token, the turn ends there.
+    llm.reset()
+    stop = llm.create_chat_completion(msgs, max_tokens=8, temperature=0.0, logit_bias={4: 100.0})
+    assert stop["choices"][0]["finish_reason"] == "stop"
+    assert stop["usage"]["completion_tokens"] == 0

@@ -41,6 +41,8 @@ from amalia_edge.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
+CHATML_END = "<|im_end|>"
+
 # gguf.TokenType values (gguf-py constants.py); repeated here so reading needs no gguf import.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -435,6 +437,11 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
     gen_eos = _generation_eos(directory)
     eos = special.special_token_ids.get("eos")
     chat_eos = next((e for e in gen_eos if e != eos and 0 <= e < len(tokens)), None)
+    im_end = CHATML_END.encode("utf-8")
+    if isinstance(template, str) and CHATML_END in template and im_end in tokens:
+        # A ChatML turn ends at <|im_end|>, whatever generation_config.json lists: EuroLLM-1.7B-
+        # Instruct's says </s> (2) while its config.json and tokenizer end turns with id 4.
+        chat_eos = tokens.index(im_end)
     if chat_eos is None:
         chat_eos = eos
     return Vocab(

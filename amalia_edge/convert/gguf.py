@@ -416,9 +416,11 @@ def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
         # llama3: no keys; the rope_freqs.weight tensor carries it (generate_extra_tensors).
     w.add_rope_freq_base(float(cfg.rope_theta))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
-    if cfg.raw.get("head_dim") is not None:
-        w.add_key_length(cfg.head_dim)
-        w.add_value_length(cfg.head_dim)
+    # Upstream reads config.json through transformers' AutoConfig, whose LlamaConfig always
+    # fills head_dim (hidden_size // num_attention_heads when absent), so both keys are always
+    # written (seen with EuroLLM-1.7B's config, which has no head_dim).
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
     w.add_file_type(ftype)
     # LlamaModel.set_gguf_parameters
     w.add_vocab_size(cfg.vocab_size)
