@@ -60,7 +60,18 @@ LLAMA3_ROPE_SCALING = {
 }
 
 SPM_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")
+# Added after a SentencePiece vocabulary by Spec.added_tokens: (text, special). The first looks
+# special to llama.cpp even unmarked; the last is a plain (user-defined) piece.
+ADDED_TOKENS = (("<|tool_call|>", True), ("<|nota|>", False), ("amalia▁edge", False))
+# A second named template for chat_template_in="list" (transformers' list-of-dicts form).
+TOOL_TEMPLATE = (
+    "{% for message in messages %}{{ '<|tool_call|>' + message['content'] }}{% endfor %}"
+)
 BPE_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
+
+
+# A config_overrides value that removes the key from config.json (None writes null).
+ABSENT = "<absent>"
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,14 @@ class Spec:
     attention_bias: bool = False
     seed: int = 0
     config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
-    chat_template_in: str = "tokenizer_config"  # tokenizer_config | jinja | none
+    chat_template_in: str = "tokenizer_config"  # tokenizer_config | jinja | list | none
+    # tokenizer_config.json keys to set (None: remove the key), e.g. {"add_prefix_space": False}
+    tokenizer_config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    # generation_config.json eos_token_id: None = the default list [</s>, <|im_end|>]
+    generation_eos: Any = None
+    # added tokens (SentencePiece kinds) after the tokenizer's own ids: "none" | "json"
+    # (added_tokens.json) | "decoder" (tokenizer_config.json added_tokens_decoder) | "both"
+    added_tokens: str = "none"
     # spm only: an existing SentencePiece model file (same special ids as SPM_SPECIALS) used
     # instead of training one on the corpus (benchmarks/gpu_check.py: the demo's tokenizer).
     tokenizer_model: str | None = None
@@ -124,8 +142,11 @@ def corpus_lines(max_chars: int = 1_000_000, path: Path = TRAIN_TEXT) -> list[st
 
 
 @cache
-def spm_model_bytes(vocab_size: int = 1536) -> bytes:
-    """A SentencePiece BPE model trained on the pt-PT corpus (about 0.5 s, cached)."""
+def spm_model_bytes(vocab_size: int = 1536, pad: bool = True) -> bytes:
+    """A SentencePiece BPE model trained on the pt-PT corpus (about 0.5 s, cached).
+
+    ``pad=False``: no ``<pad>`` piece, so ``<|im_start|> <|im_end|>`` are ids 3 and 4, EuroLLM's
+    layout (its GGUF token list starts ``<unk> <s> </s> <|im_start|> <|im_end|>``)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -137,7 +158,7 @@ def spm_model_bytes(vocab_size: int = 1536) -> bytes:
         unk_id=0,
         bos_id=1,
         eos_id=2,
-        pad_id=3,
+        pad_id=3 if pad else -1,
         pad_piece="<pad>",
         user_defined_symbols=["<|im_start|>", "<|im_end|>"],
         byte_fallback=True,
@@ -180,6 +201,61 @@ def bpe_tokenizer_json(vocab_size: int = 1536) -> str:
         special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))],
     )
     return str(tok.to_str())
+
+
+@cache
+def spm_as_tokenizer_json(vocab_size: int = 1536, pad: bool = True) -> str:
+    """The SentencePiece model of :func:`spm_model_bytes` as the ``tokenizer.json`` that
+    transformers' own converter writes for it (what ``save_pretrained`` of a Llama tokenizer
+    ships): SentencePiece-style BPE with byte fallback. Needs transformers (parity tests)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "tokenizer.model").write_bytes(spm_model_bytes(vocab_size, pad))
+        _write_spm_config(d, Spec(tokenizer_vocab=vocab_size))
+        if not pad:  # the EuroLLM layout: no <pad> piece, ChatML markers at 3 and 4
+            cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+            names = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+            cfg["added_tokens_decoder"] = {
+                str(i): {"content": t, "normalized": False, "special": True}
+                for i, t in enumerate(names)
+            }
+            cfg["pad_token"] = "</s>"
+            (d / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+        tok = AutoTokenizer.from_pretrained(str(d))
+        return str(tok.backend_tokenizer.to_str())
+
+
+def _write_spm_config(out: Path, spec: Spec) -> dict[str, Any]:
+    decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, t in enumerate(SPM_SPECIALS)
+    }
+    tc: dict[str, Any] = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": decoder,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "legacy": False,
+        "model_max_length": spec.max_position_embeddings,
+        "tokenizer_class": "LlamaTokenizer",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2), encoding="utf-8")
+    return tc
 
 
 # -- safetensors writing ---------------------------------------------------------------------
@@ -289,50 +365,70 @@ def _random_tensor(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray[A
     return (scale * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
-def _spm_bytes(spec: Spec) -> bytes:
+def _spm_bytes(spec: Spec, pad: bool = True) -> bytes:
     if spec.tokenizer_model:
         return Path(spec.tokenizer_model).read_bytes()
-    return spm_model_bytes(spec.tokenizer_vocab)
+    return spm_model_bytes(spec.tokenizer_vocab, pad)
 
 
 def spm_vocab_size(spec: Spec) -> int:
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_proto=_spm_bytes(spec))
+    pad = spec.tokenizer != "spm-eurollm"
+    sp = spm.SentencePieceProcessor(model_proto=_spm_bytes(spec, pad))
     return int(sp.vocab_size())
 
 
 def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
     """Write tokenizer files; return (tokenizer size, special ids for config.json)."""
-    if spec.tokenizer == "spm":
-        (out / "tokenizer.model").write_bytes(_spm_bytes(spec))
+    tc: dict[str, Any]
+    if spec.tokenizer == "spm-eurollm":
+        # EuroLLM's id layout (see spm_model_bytes); the tests set the real config values.
+        (out / "tokenizer.model").write_bytes(spm_model_bytes(spec.tokenizer_vocab, False))
+        # EuroLLM ships tokenizer.json too; gguf-py's SpecialVocab finds pad_token's id there
+        text = spm_as_tokenizer_json(spec.tokenizer_vocab, False)
+        (out / "tokenizer.json").write_text(text, encoding="utf-8")
         n = spm_vocab_size(spec)
-        decoder = {
-            str(i): {
-                "content": t,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for i, t in enumerate(SPM_SPECIALS)
-        }
-        tc: dict[str, Any] = {
+        names = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+        tc = {
             "add_bos_token": True,
             "add_eos_token": False,
-            "added_tokens_decoder": decoder,
+            "added_tokens_decoder": {
+                str(i): {"content": t, "normalized": False, "special": True}
+                for i, t in enumerate(names)
+            },
             "bos_token": "<s>",
             "eos_token": "</s>",
-            "pad_token": "<pad>",
             "unk_token": "<unk>",
-            "clean_up_tokenization_spaces": False,
-            "legacy": False,
-            "model_max_length": spec.max_position_embeddings,
             "tokenizer_class": "LlamaTokenizer",
         }
+        ids = {"bos_token_id": 1, "eos_token_id": 2}
+        gen_eos = 2
+    elif spec.tokenizer in ("spm", "spm-json"):
+        if spec.tokenizer == "spm":
+            (out / "tokenizer.model").write_bytes(_spm_bytes(spec))
+        else:  # tokenizer.json only, as recent transformers save a Llama tokenizer
+            text = spm_as_tokenizer_json(spec.tokenizer_vocab)
+            (out / "tokenizer.json").write_text(text, encoding="utf-8")
+        n = spm_vocab_size(spec)
+        tc = _write_spm_config(out, spec)
         ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
         gen_eos: Any = [2, 5]  # </s> and <|im_end|>
+        if spec.added_tokens != "none":
+            added = {t: n + i for i, (t, _) in enumerate(ADDED_TOKENS)}
+            if spec.added_tokens in ("json", "both"):
+                (out / "added_tokens.json").write_text(json.dumps(added), encoding="utf-8")
+            if spec.added_tokens in ("decoder", "both"):
+                for (t, special), i in zip(ADDED_TOKENS, added.values(), strict=True):
+                    tc["added_tokens_decoder"][str(i)] = {
+                        "content": t,
+                        "lstrip": False,
+                        "normalized": not special,
+                        "rstrip": False,
+                        "single_word": False,
+                        "special": special,
+                    }
+            n += len(ADDED_TOKENS)
     elif spec.tokenizer == "bpe":
         text = bpe_tokenizer_json(spec.tokenizer_vocab)
         (out / "tokenizer.json").write_text(text, encoding="utf-8")
@@ -364,7 +460,19 @@ def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
         tc["chat_template"] = CHATML_TEMPLATE
     elif spec.chat_template_in == "jinja":
         (out / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+    elif spec.chat_template_in == "list":
+        tc["chat_template"] = [
+            {"name": "default", "template": CHATML_TEMPLATE},
+            {"name": "tool_use", "template": TOOL_TEMPLATE},
+        ]
+    for key, value in spec.tokenizer_config_overrides.items():
+        if value is None:
+            tc.pop(key, None)
+        else:
+            tc[key] = value
     (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2), encoding="utf-8")
+    if spec.generation_eos is not None:
+        gen_eos = spec.generation_eos
     gen = {"bos_token_id": ids["bos_token_id"], "eos_token_id": gen_eos, "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
     return n, ids
@@ -399,6 +507,8 @@ def build_checkpoint(out: Path, spec: Spec | None = None, **kw: Any) -> Path:
         **ids,
     }
     config.update(spec.config_overrides)
+    for key in [k for k, v in config.items() if v == ABSENT]:
+        del config[key]
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     (out / "README.md").write_text(
         "---\nlicense: apache-2.0\nlanguage:\n- pt\nmodel_name: Tiny-PT\n---\n\n"

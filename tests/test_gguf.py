@@ -5,9 +5,6 @@ its tokenizer matches sentencepiece / tokenizers, its chat template is the check
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -379,72 +376,7 @@ def test_bf16_to_f16_fast_path_equals_numpy_cast_for_every_bf16_value() -> None:
     assert same.all()
 
 
-# -- byte-for-byte against llama.cpp's own converter -------------------------------------------
-
-LLAMA_CONVERT = os.environ.get("AMALIA_LLAMA_CONVERT")  # path to convert_hf_to_gguf.py
-
-
-def _llama_convert(ckpt_dir: Path, out: Path, outtype: str) -> Path:
-    env = dict(os.environ)
-    extra = os.environ.get("AMALIA_LLAMA_CONVERT_PYTHONPATH")  # e.g. where transformers is
-    if extra:
-        env["PYTHONPATH"] = extra + os.pathsep + env.get("PYTHONPATH", "")
-    dst = out / f"llama-{outtype}.gguf"
-    assert LLAMA_CONVERT is not None
-    proc = subprocess.run(
-        [sys.executable, LLAMA_CONVERT, str(ckpt_dir), "--outtype", outtype, "--outfile", str(dst)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return dst
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not LLAMA_CONVERT,
-    reason="set AMALIA_LLAMA_CONVERT to llama.cpp's convert_hf_to_gguf.py (needs torch and "
-    "transformers; the gguf pip package does not ship it)",
-)
-@pytest.mark.parametrize(
-    ("spec", "outtype"),
-    [
-        ({}, "f16"),
-        ({}, "q8_0"),
-        ({"dtype": "BF16", "shards": 3}, "bf16"),
-        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "f32"),
-        (
-            {
-                "rope_scaling": LLAMA3_ROPE_SCALING,
-                "rope_theta": 500000.0,
-            },
-            "f16",
-        ),
-    ],
-    ids=["f16", "q8_0", "bf16-sharded", "linear-f32", "llama3-f16"],
-)
-def test_same_file_as_llama_cpp_converter(
-    make_checkpoint: Callable[..., Path], tmp_path: Path, spec: dict[str, Any], outtype: str
-) -> None:
-    """Every key/value and every tensor (name, type, shape, bytes) equals what
-    convert_hf_to_gguf.py writes; the only addition is tokenizer.ggml.eot_token_id."""
-    ckpt_dir = make_checkpoint(**spec)
-    theirs = _reader(_llama_convert(ckpt_dir, tmp_path, outtype))
-    ours = _reader(_write(ckpt_dir, tmp_path, outtype.upper()))
-    their_keys = [k for k in theirs.fields if not k.startswith("GGUF.")]
-    our_keys = [k for k in ours.fields if not k.startswith("GGUF.")]
-    assert [k for k in our_keys if k not in their_keys] == ["tokenizer.ggml.eot_token_id"]
-    assert [k for k in their_keys if k not in our_keys] == []
-    assert [k for k in our_keys if k in their_keys] == their_keys  # same order too
-    for key in their_keys:
-        assert _kv(ours, key) == _kv(theirs, key), key
-    a, b = _tensors(theirs), _tensors(ours)
-    assert set(a) == set(b)
-    for name, t in a.items():
-        assert (b[name].tensor_type, list(b[name].shape)) == (t.tensor_type, list(t.shape)), name
-        np.testing.assert_array_equal(np.asarray(b[name].data), np.asarray(t.data), name)
+# -- byte-for-byte against llama.cpp's own converter: tests/test_parity_converter.py -----------
 
 
 def test_fast_metadata_packing_is_byte_identical_to_gguf_py(

@@ -1,4 +1,9 @@
-"""Find a Hugging Face repo id in the local hub cache, offline (no network, no huggingface_hub).
+"""Find a Hugging Face repo id in the local hub cache, or download what conversion needs.
+
+:func:`resolve_repo_id` reads the cache offline (no network, no huggingface_hub).
+:func:`download_repo` fetches a repo that is not cached with ``huggingface_hub``'s
+``snapshot_download`` (only :data:`ALLOW_PATTERNS`, resumable, into the same cache) unless
+``HF_HUB_OFFLINE`` is set; :func:`resolve_or_download` is what ``open_checkpoint`` calls.
 
 Cache layout (huggingface_hub ``file_download.py``): ``<cache>/models--<org>--<name>/``
 holding ``refs/<branch>`` (a commit hash) and ``snapshots/<commit>/`` (symlinks into
@@ -9,11 +14,33 @@ holding ``refs/<branch>`` (a commit hash) and ``snapshots/<commit>/`` (symlinks 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from amalia_edge.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+# What conversion reads (reader.py, tokenizer.py, the model card for name and licence); no
+# pickles, no original/ consolidated copies, no other formats.
+ALLOW_PATTERNS: tuple[str, ...] = (
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+)
+IGNORE_PATTERNS: tuple[str, ...] = ("original/*", "consolidated*.safetensors")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 
@@ -93,3 +120,152 @@ def _inside_name(text: str, *, allow_slash: bool) -> bool:
     if not allow_slash and len(parts) > 1:
         return False
     return all(p not in ("", ".", "..") for p in parts)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` set to a true value (huggingface_hub ``constants._is_true``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+class HubUnreachableError(CheckpointError):
+    """The Hub could not be reached (no network, HF_HUB_OFFLINE, a proxy refusing)."""
+
+
+def resolve_or_download(repo_id: str, *, progress: bool = True) -> Path:
+    """The cached snapshot of ``repo_id``, downloading it first when it is not cached and
+    the Hub can be reached; offline or without network, the one-line "not in the cache" error
+    of :func:`resolve_repo_id`."""
+    try:
+        snapshot = resolve_repo_id(repo_id)
+    except CheckpointError as not_cached:
+        if hub_offline():
+            raise
+        try:
+            return download_repo(repo_id, progress=progress)
+        except HubUnreachableError:
+            raise not_cached from None
+    if not hub_offline() and _interrupted(repo_id):
+        log.info("%s: the cached snapshot is incomplete; resuming its download", repo_id)
+        return download_repo(repo_id, progress=progress)
+    return snapshot
+
+
+def _download_kwargs(revision: str) -> dict[str, Any]:
+    return {
+        "revision": revision or None,
+        "cache_dir": hub_cache_dir(),
+        "allow_patterns": list(ALLOW_PATTERNS),
+        "ignore_patterns": list(IGNORE_PATTERNS),
+        # read now, not when huggingface_hub was imported (its constants.ENDPOINT)
+        "endpoint": (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+    }
+
+
+def _interrupted(repo_id: str) -> bool:
+    """Whether huggingface_hub's own file listing (cached at download time) says the cached
+    snapshot misses files we download: an earlier download stopped part-way. Local only."""
+    name, _, revision = repo_id.partition("@")
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hub_errors
+    except ImportError:
+        return False
+    incomplete = _incomplete_error(hub_errors)
+    try:
+        huggingface_hub.snapshot_download(name, local_files_only=True, **_download_kwargs(revision))
+    except incomplete:
+        return True
+    except Exception:  # not downloaded by huggingface_hub (no listing): take it as it is
+        return False
+    return False
+
+
+def download_repo(repo_id: str, *, progress: bool = True) -> Path:
+    """Download the files conversion needs of ``repo_id`` (``org/name[@revision]``) into the
+    Hugging Face cache and return the snapshot directory.
+
+    Uses ``HF_ENDPOINT`` and ``HF_TOKEN`` like huggingface_hub; interrupted downloads resume
+    from the ``.incomplete`` files on the next call. Every failure is a :class:`CheckpointError`.
+    """
+    name, _, revision = repo_id.partition("@")
+    cache = hub_cache_dir()
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hub_errors
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    except ImportError:
+        raise CheckpointError(
+            f"{name} is not in the Hugging Face cache at {cache} and huggingface_hub is not "
+            "installed to download it",
+            fix="pip install huggingface_hub, or download it elsewhere and pass the directory",
+        ) from None
+    login_fix = (
+        f"accept its conditions on the model page, then log in (`hf auth login`) or set "
+        f"HF_TOKEN; or download {name} elsewhere and pass the directory"
+    )
+    offline_fix = (
+        f"check the network (or set HF_ENDPOINT), or download it first (`hf download {name}`) "
+        "and set HF_HOME/HF_HUB_CACHE to the cache that holds it"
+    )
+    if not progress:
+        disable_progress_bars()
+    log.info("downloading %s (%s) into %s", name, revision or "main", cache)
+    kwargs = _download_kwargs(revision)
+    try:
+        huggingface_hub.snapshot_download(name, max_workers=4, **kwargs)
+        # A file that failed in a worker thread does not always reach the caller: ask the
+        # client to check the snapshot against the listing it just cached.
+        path = huggingface_hub.snapshot_download(name, local_files_only=True, **kwargs)
+    except _incomplete_error(hub_errors):
+        raise CheckpointError(
+            f"downloading {name} stopped before every file arrived",
+            fix="run the same command again to resume; " + offline_fix,
+        ) from None
+    except hub_errors.GatedRepoError:
+        raise CheckpointError(f"{name} is gated on the Hugging Face Hub", fix=login_fix) from None
+    except hub_errors.RepositoryNotFoundError:
+        raise CheckpointError(
+            f"{name} was not found on the Hugging Face Hub (or it is private)",
+            fix="check the repo id, or log in (`hf auth login`) if it is private",
+        ) from None
+    except hub_errors.RevisionNotFoundError:
+        raise CheckpointError(
+            f"{name} has no revision {revision!r} on the Hugging Face Hub",
+            fix="use a branch, tag or commit hash that exists (org/name@rev)",
+        ) from None
+    except hub_errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise CheckpointError(
+            f"downloading {name} failed (HTTP {status})", fix=offline_fix
+        ) from None
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
+        # snapshot_download's answer when the Hub cannot be reached and nothing is cached
+        raise HubUnreachableError(
+            f"{name} is not in the Hugging Face cache at {cache} and the Hub cannot be reached "
+            f"({_first_line(exc)})",
+            fix=offline_fix,
+        ) from None
+    except Exception as exc:  # httpx transport errors mid-download, a full disk: still one line
+        raise CheckpointError(
+            f"downloading {name} failed ({type(exc).__name__}: {_first_line(exc)})",
+            fix="run the same command again to resume; " + offline_fix,
+        ) from None
+    finally:
+        if not progress:
+            enable_progress_bars()
+    return Path(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _incomplete_error(hub_errors: Any) -> type[Exception]:
+    """huggingface_hub's IncompleteSnapshotError (2.x); older versions do not check."""
+
+    class _Never(Exception):
+        pass
+
+    found: type[Exception] = getattr(hub_errors, "IncompleteSnapshotError", _Never)
+    return found

@@ -25,7 +25,7 @@ from amalia_edge.checkpoint.architectures import (
     OPTIONAL_LAYER_TENSORS,
 )
 from amalia_edge.checkpoint.config import ModelConfig, load_config
-from amalia_edge.checkpoint.hub import looks_like_repo_id, resolve_repo_id
+from amalia_edge.checkpoint.hub import looks_like_repo_id, resolve_or_download
 from amalia_edge.checkpoint.safetensors import SafetensorsHeader, TensorInfo
 from amalia_edge.checkpoint.tokenizer import TOKENIZER_FILES, Vocab, load_vocab
 from amalia_edge.errors import CheckpointError
@@ -369,7 +369,7 @@ def open_checkpoint(source: str | Path | None = None, *, tokenizer: bool = True)
         path = Path(text).expanduser()
         if not path.exists() and looks_like_repo_id(text):
             repo_id = text
-            path = resolve_repo_id(text)
+            path = resolve_or_download(text)
         elif not path.exists():
             raise CheckpointError(
                 f"{text} does not exist",

@@ -13,6 +13,16 @@ checkpoint:
 * BPE ``tokenizer.json`` (Llama 3, Qwen style) -> GGUF model ``"gpt2"`` with merges and a
   pre-tokenizer name llama.cpp knows, recognised from the pre-tokenizer's split regex (see
   :data:`BPE_PRE_TOKENIZERS`). Mirrors ``TextModel.get_vocab_base`` without transformers.
+* SentencePiece-style BPE ``tokenizer.json`` alone (byte fallback, ``▁`` for spaces, no
+  ``tokenizer.model``; what recent transformers versions save for Llama tokenizers) -> GGUF
+  model ``"llama"`` like the SentencePiece file would give: the same pieces and types, and as
+  scores the negated rank of the merge that makes each piece, so llama.cpp's SentencePiece
+  merger (highest score first) merges in the BPE order. Upstream's ``_set_vocab_llama_hf``
+  writes -1000 for every score instead; HF tokenization parity is the proof here.
+
+``tokenizer.ggml.add_space_prefix`` is written as ``tokenizer_config.json``'s
+``add_prefix_space`` when that is set (as ``LlamaModel.set_vocab``); for a ``tokenizer.json``-only
+Llama tokenizer that does not prepend ``▁`` it is written ``false`` (llama.cpp's default is true).
 
 Special ids, ``add_*_token`` flags, merges and the chat template come from
 :class:`gguf.SpecialVocab` — the same code the llama.cpp converter calls — so they match it by
@@ -31,6 +41,8 @@ from amalia_edge.errors import CheckpointError
 from amalia_edge.safeio import load_json_file
 
 log = logging.getLogger(__name__)
+
+CHATML_END = "<|im_end|>"
 
 # gguf.TokenType values (gguf-py constants.py); repeated here so reading needs no gguf import.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -83,6 +95,7 @@ class Vocab:
     chat_template: str | list[dict[str, str]] | None = None
     generation_eos_ids: list[int] = field(default_factory=list)
     chat_eos_id: int | None = None
+    add_space_prefix: bool | None = None  # None: leave llama.cpp's default (true for "llama")
 
     @property
     def bos_id(self) -> int | None:
@@ -285,6 +298,88 @@ def _bpe_vocab(directory: Path, vocab_size: int) -> tuple[list[bytes], list[int]
     return tokens, types, _bpe_pre_name(tok, path)
 
 
+def is_llama_json(tok: dict[str, Any]) -> bool:
+    """A SentencePiece-style BPE ``tokenizer.json`` (byte fallback, decoder sequence): the
+    tokenizers gguf-py's ``LlamaHfVocab`` accepts (Llama 3's ``ignore_merges`` ones excluded)."""
+    model = tok.get("model") or {}
+    decoder = tok.get("decoder") or {}
+    return (
+        model.get("type") == "BPE"
+        and bool(model.get("byte_fallback", False))
+        and not model.get("ignore_merges", False)
+        and isinstance(decoder, dict)
+        and decoder.get("type") == "Sequence"
+    )
+
+
+def _json_prepends_space(tok: dict[str, Any]) -> bool:
+    """Whether a SentencePiece-style tokenizer.json puts ``▁`` before the text: a ``Prepend``
+    normalizer (transformers' legacy Llama conversion) or a ``Metaspace`` pre-tokenizer whose
+    ``prepend_scheme`` is not ``never`` (its newer one)."""
+
+    def parts(node: Any, key: str) -> list[dict[str, Any]]:
+        if not isinstance(node, dict):
+            return []
+        if node.get("type") == "Sequence":
+            return [p for p in node.get(key, []) if isinstance(p, dict)]
+        return [node]
+
+    for n in parts(tok.get("normalizer"), "normalizers"):
+        if n.get("type") == "Prepend" and n.get("prepend") == "\u2581":
+            return True
+    for p in parts(tok.get("pre_tokenizer"), "pretokenizers"):
+        if p.get("type") == "Metaspace":
+            scheme = p.get(
+                "prepend_scheme", "always" if p.get("add_prefix_space", True) else "never"
+            )
+            return scheme != "never"
+    return False
+
+
+def _llama_json_vocab(
+    tok: dict[str, Any], path: Path, vocab_size: int
+) -> tuple[list[bytes], list[float], list[int]]:
+    """tokens, scores, types of a SentencePiece-style BPE tokenizer.json (see module doc)."""
+    model = tok.get("model") or {}
+    vocab: dict[str, int] = dict(model.get("vocab") or {})
+    if vocab and max(vocab.values()) >= vocab_size:
+        raise CheckpointError(
+            f"{path} has token id {max(vocab.values())} but config.json vocab_size is {vocab_size}",
+            fix="the tokenizer does not belong to this model; use the matching tokenizer.json",
+        )
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(model.get("merges") or []):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, r)
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores = [-10000.0] * vocab_size
+    types = [UNUSED] * vocab_size
+    unk = model.get("unk_token")
+    for text, tid in vocab.items():
+        tokens[tid] = text.encode("utf-8")
+        scores[tid] = -float(rank[text]) if text in rank else 0.0
+        if text == unk:
+            types[tid] = UNKNOWN
+        elif len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+            types[tid] = BYTE
+        else:
+            types[tid] = NORMAL
+    for added in tok.get("added_tokens") or []:
+        tid, text = int(added["id"]), str(added["content"])
+        if tid >= vocab_size:
+            log.warning("ignoring added token %r: id %d is out of range", text, tid)
+            continue
+        if added.get("special") or looks_special(text):
+            types[tid] = UNKNOWN if text == unk else CONTROL
+        else:
+            text = text.replace("\u2581", " ")
+            types[tid] = USER_DEFINED
+        if tid not in vocab.values():
+            scores[tid] = -1000.0
+        tokens[tid] = text.encode("utf-8")
+    return tokens, scores, types
+
+
 def _generation_eos(directory: Path) -> list[int]:
     path = directory / "generation_config.json"
     if not path.is_file():
@@ -316,21 +411,31 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
     for side in ("tokenizer_config.json", "added_tokens.json", "special_tokens_map.json"):
         if (directory / side).exists():  # gguf.SpecialVocab below assumes objects
             _load_json(directory / side)
+    add_space_prefix: bool | None = None
+    json_path = directory / "tokenizer.json"
     if (directory / "tokenizer.model").is_file():
         tokens, scores, types = _sentencepiece_vocab(directory, vocab_size)
         model, pre = "llama", "default"
         load_merges = False
-    elif (directory / "tokenizer.json").is_file():
+    elif json_path.is_file():
+        tok_json = _load_json(json_path)
         try:
-            tokens, types, pre = _bpe_vocab(directory, vocab_size)
+            if is_llama_json(tok_json):
+                tokens, scores, types = _llama_json_vocab(tok_json, json_path, vocab_size)
+                model, pre = "llama", "default"
+                load_merges = False
+                if not _json_prepends_space(tok_json):
+                    add_space_prefix = False
+            else:
+                tokens, types, pre = _bpe_vocab(directory, vocab_size)
+                scores = None
+                model = "gpt2"
+                load_merges = True
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
-                f"{directory / 'tokenizer.json'} is malformed ({type(exc).__name__})",
+                f"{json_path} is malformed ({type(exc).__name__})",
                 fix="restore the original tokenizer.json",
             ) from None
-        scores = None
-        model = "gpt2"
-        load_merges = True
     else:
         raise CheckpointError(
             f"{directory} has neither tokenizer.model nor tokenizer.json",
@@ -348,10 +453,21 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
         raise CheckpointError(
             f"{directory / 'tokenizer.json'} has no merges", fix="restore the original file"
         )
+    tc_file = directory / "tokenizer_config.json"
+    if tc_file.is_file():
+        # LlamaModel.set_vocab: add_prefix_space, when set, decides (any tokenizer kind).
+        prefix = dict(_load_json(tc_file)).get("add_prefix_space")
+        if prefix is not None:
+            add_space_prefix = bool(prefix)
     template = special.chat_template
     gen_eos = _generation_eos(directory)
     eos = special.special_token_ids.get("eos")
     chat_eos = next((e for e in gen_eos if e != eos and 0 <= e < len(tokens)), None)
+    im_end = CHATML_END.encode("utf-8")
+    if isinstance(template, str) and CHATML_END in template and im_end in tokens:
+        # A ChatML turn ends at <|im_end|>, whatever generation_config.json lists: EuroLLM-1.7B-
+        # Instruct's says </s> (2) while its config.json and tokenizer end turns with id 4.
+        chat_eos = tokens.index(im_end)
     if chat_eos is None:
         chat_eos = eos
     return Vocab(
@@ -366,4 +482,5 @@ def load_vocab(directory: Path, vocab_size: int) -> Vocab:
         chat_template=template,  # type: ignore[arg-type]
         generation_eos_ids=gen_eos,
         chat_eos_id=chat_eos,
+        add_space_prefix=add_space_prefix,
     )

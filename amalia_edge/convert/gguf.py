@@ -49,6 +49,17 @@ OUT_TYPES: dict[str, tuple[str, str]] = {
     "Q8_0": ("MOSTLY_Q8_0", "Q8_0"),
 }
 
+# Keys we write that llama.cpp's convert_hf_to_gguf.py (llama-cpp-python 0.3.36) does not, on
+# purpose; everything else equals its output (tests/test_parity_converter.py). key -> reason.
+INTENTIONAL_ADDITIONS: dict[str, str] = {
+    "tokenizer.ggml.eot_token_id": "generation_config.json's chat stop token (<|im_end|> for "
+    "ChatML models) when it differs from eos: llama.cpp ends a turn at EOT tokens, so chat "
+    "stops there instead of running on",
+    "tokenizer.ggml.add_space_prefix": "only for a tokenizer.json-only Llama tokenizer that "
+    "does not prepend '▁' (and whose tokenizer_config.json does not say add_prefix_space): "
+    "llama.cpp would otherwise assume true and add a space before the first word",
+}
+
 ProgressFn = Callable[[int, int, str], None]  # (tensors done, tensor count, current GGUF name)
 
 
@@ -91,7 +102,11 @@ def llama3_rope_factors(config: Any) -> np.ndarray[Any, Any]:
     rs = config.rope_scaling or {}
     dim = config.head_dim
     # float32 throughout, as the torch original: the factors then match it to the last bit.
-    freqs = f32(1.0) / (f32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=f32) / f32(dim)))
+    # The power is taken in float64 and rounded once: torch's float32 pow is correctly rounded
+    # there, numpy's is not (1 ulp off for 7 of 32 exponents at theta 500000, head_dim 64).
+    exps = np.arange(0, dim, 2, dtype=f32) / f32(dim)
+    powers = (np.float64(f32(config.rope_theta)) ** exps.astype(np.float64)).astype(f32)
+    freqs = f32(1.0) / powers
     factor = float(rs.get("factor", 8.0))
     low = float(rs.get("low_freq_factor", 1.0))
     high = float(rs.get("high_freq_factor", 4.0))
@@ -358,9 +373,11 @@ def _add_metadata(w: Any, ckpt: Checkpoint, ftype: int, params: int) -> None:
         # llama3: no keys; the rope_freqs.weight tensor carries it (generate_extra_tensors).
     w.add_rope_freq_base(float(cfg.rope_theta))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
-    if cfg.raw.get("head_dim") is not None:
-        w.add_key_length(cfg.head_dim)
-        w.add_value_length(cfg.head_dim)
+    # Upstream reads config.json through transformers' AutoConfig, whose LlamaConfig always
+    # fills head_dim (hidden_size // num_attention_heads when absent), so both keys are always
+    # written (seen with EuroLLM-1.7B's config, which has no head_dim).
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
     w.add_file_type(ftype)
     # LlamaModel.set_gguf_parameters
     w.add_vocab_size(cfg.vocab_size)
@@ -380,6 +397,9 @@ def _add_vocab(w: Any, ckpt: Checkpoint) -> None:
             f"{ckpt.config.vocab_size}",
             fix="use the tokenizer files that belong to this checkpoint",
         )
+    if v.add_space_prefix is not None:
+        # LlamaModel.set_vocab writes it first, before the vocabulary.
+        w.add_add_space_prefix(bool(v.add_space_prefix))
     w.add_tokenizer_model(v.model)
     w.add_tokenizer_pre(v.pre)
     w.add_token_list(v.tokens)
@@ -400,9 +420,6 @@ def _add_vocab(w: Any, ckpt: Checkpoint) -> None:
         handler = getattr(w, f"add_add_{typ}_token", None)
         if handler is not None:
             handler(bool(value))
-    add_space_prefix = getattr(v, "add_space_prefix", None)
-    if add_space_prefix is not None:
-        w.add_add_space_prefix(bool(add_space_prefix))
     if v.chat_template:
         w.add_chat_template(v.chat_template)
 
