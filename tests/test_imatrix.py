@@ -156,8 +156,8 @@ def test_bad_calibration_text_is_refused_with_the_fix(demo: Checkpoint, tmp_path
 
 def test_llama_cpp_quantizer_accepts_it(demo: Checkpoint, imx_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
+    from amalia_edge.artifacts.quant_types import QUANT_TYPES
     from amalia_edge.convert.gguf import write_gguf
-    from amalia_edge.convert.quant_types import QUANT_TYPES
     from amalia_edge.convert.quantize import llama_quantize
 
     src = tmp_path / "f32.gguf"

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from amalia_edge.convert import quant_types
-from amalia_edge.convert.quant_types import QUANT_TYPES, QuantType
+from amalia_edge.artifacts import quant_types
+from amalia_edge.artifacts.quant_types import QUANT_TYPES, QuantType
 from amalia_edge.convert.quantize import llama_quantize, load_imatrix
 from amalia_edge.errors import ConversionError, ImatrixError, QuantTypeError
 from tests.plugins.models import write_imatrix_gguf

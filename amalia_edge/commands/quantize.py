@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
+from amalia_edge.artifacts.quant_types import DEFAULT_TYPES, QUANT_TYPES
 from amalia_edge.commands import threads_type
-from amalia_edge.convert.quant_types import DEFAULT_TYPES, QUANT_TYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amalia_edge import __version__
+from amalia_edge.artifacts import quant_types
 from amalia_edge.artifacts.atomic import TMP_PREFIX, os_error_message, remove_stale_temporaries
 from amalia_edge.artifacts.manifest import (
     MANIFEST_NAME,
@@ -42,8 +43,7 @@ from amalia_edge.artifacts.manifest import (
     remember_verified,
     sha256_file,
 )
-from amalia_edge.convert import quant_types
-from amalia_edge.convert.quant_types import QuantType
+from amalia_edge.artifacts.quant_types import QuantType
 from amalia_edge.errors import (
     ArtifactError,
     BackendUnavailableError,
@@ -631,7 +631,7 @@ def quantize(
 
     ``source``: checkpoint directory, HF-cache repo id, or None for the bundled demo model.
     ``gguf_types``: comma list or sequence of llama.cpp type names (case-insensitive);
-    None means :data:`amalia_edge.convert.quant_types.DEFAULT_TYPES`.
+    None means :data:`amalia_edge.artifacts.quant_types.DEFAULT_TYPES`.
     ``imatrix``: ``"auto"`` (make one from pt-PT calibration text when a llama.cpp type is
     requested and the imatrix module is installed), ``"none"``, or a GGUF imatrix path.
     ``threads``: quantizer threads (None = every core). ``force``: rebuild even what is

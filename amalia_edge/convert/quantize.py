@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from amalia_edge.artifacts.atomic import atomic_path, os_error_message
-from amalia_edge.convert.quant_types import QuantType, get
+from amalia_edge.artifacts.quant_types import QuantType, get
 from amalia_edge.errors import (
     BackendUnavailableError,
     ConversionError,

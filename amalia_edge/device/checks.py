@@ -44,7 +44,7 @@ Status = Literal["ok", "warn", "fail", "skip"]
 GiB = 1 << 30
 
 # Memory the default model needs: AMÁLIA-9B / EuroLLM-9B (9.152e9 params) at Q4_K_M (4.8944
-# bits/weight in amalia_edge.convert.quant_types) is 9.152e9 * 4.8944 / 8 = 5.6 GB = 5.2 GiB
+# bits/weight in amalia_edge.artifacts.quant_types) is 9.152e9 * 4.8944 / 8 = 5.6 GB = 5.2 GiB
 # of weights; the rest of the 6 GiB is a short-context KV cache and runtime buffers.
 DEFAULT_MIN_FREE = 6 * GiB
 

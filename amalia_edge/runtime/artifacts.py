@@ -307,7 +307,7 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> ModelSource:
 # --- the bundled demo model as the default MODEL -------------------------------------------
 
 # What the demo's cached artifacts directory holds: the same set `amalia-edge quantize`
-# writes by default (amalia_edge.convert.quant_types.DEFAULT_TYPES), so selection has a real
+# writes by default (amalia_edge.artifacts.quant_types.DEFAULT_TYPES), so selection has a real
 # choice to explain. Q4_K_M comes from llama.cpp's quantizer and is left out when
 # llama-cpp-python is not installed (F16 and Q8_0 are written by amalia-edge itself).
 DEMO_GGUF_TYPES: tuple[str, ...] = ("F16", "Q8_0", "Q4_K_M")

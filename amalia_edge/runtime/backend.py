@@ -59,6 +59,20 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 
 
+def default_threads() -> int:
+    """Decode threads when none are asked for: the physical cores (logical CPUs where psutil
+    cannot tell), at least one. Every backend and the server use this one rule."""
+    import os
+
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unsupported platform: fall back to logical CPUs
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether a backend can run on this machine, and why (always a reason, both ways)."""

@@ -258,7 +258,7 @@ class Selection:
 
     def _fit_hint(self, c: Candidate) -> str:
         """Which quant type would fit, from llama.cpp's bits-per-weight table."""
-        from amalia_edge.convert.quant_types import QUANT_TYPES
+        from amalia_edge.artifacts.quant_types import QUANT_TYPES
 
         if c.memory is None or c.memory_available is None or not c.artifact.params:
             return "free memory or use a smaller quant type (or a smaller --ctx)"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from amalia_edge.errors import BackendError
-from amalia_edge.runtime.backend import EventBuilder, kv_cache_bytes
+from amalia_edge.runtime.backend import EventBuilder, default_threads, kv_cache_bytes
 from amalia_edge.runtime.chat import Message, render_chat_template
 from amalia_edge.runtime.events import Event, FinishReason
 from amalia_edge.serve.engine import Engine, EngineInfo, GenRequest
@@ -107,14 +107,6 @@ class _Slot:
     last_used: float = 0.0
 
 
-def _physical_cores() -> int:
-    import os
-
-    import psutil
-
-    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-
-
 def gpu_offload(options: LoadOptions | None) -> bool:
     """Whether llama.cpp will offload (a CUDA build, not disabled with ``--cpu``)."""
     if options is not None and options.gpu is False:
@@ -186,7 +178,7 @@ class LlamaBatchEngine(Engine):
                 fix="check the file (re-run `amalia-edge quantize`) and the free memory",
             )
         self._vocab = L.llama_model_get_vocab(self._model)
-        threads = options.n_threads or _physical_cores()  # as the llama.cpp backend does
+        threads = options.n_threads or default_threads()  # as the llama.cpp backend does
         kv_type = KV_CACHE_GGML_TYPES.get(options.kv_cache_type, 1)
         flash = options.flash_attn if options.flash_attn is not None else gpu
         cparams = L.llama_context_default_params()

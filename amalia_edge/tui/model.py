@@ -103,15 +103,9 @@ def default_threads() -> int:
     run; in the chat the UI thread needs a core too, and a decode thread that the UI
     preempts holds up the others at every synchronisation point of each token.
     """
-    import os
+    from amalia_edge.runtime.backend import default_threads as backend_default
 
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False)
-    except Exception:  # psutil missing or unsupported platform: count logical CPUs
-        cores = None
-    return max(1, (cores or os.cpu_count() or 1) - 1)
+    return max(1, backend_default() - 1)
 
 
 def describe(model: Model, spec: ModelSpec) -> LoadedModel:

@@ -13,7 +13,6 @@ llama-cpp-python directly.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +24,7 @@ from amalia_edge.runtime.backend import (
     LoadOptions,
     MemoryEstimate,
     MiB,
+    default_threads,
     kv_cache_bytes,
 )
 from amalia_edge.runtime.decode import DecodingSession, StepOutput, Stepper
@@ -72,16 +72,6 @@ def _install_hint(device: DeviceInfo | None) -> str:
             "llama-cpp-python --force-reinstall --no-cache-dir"
         )
     return "pip install 'amalia-edge[llama]' (or: pip install llama-cpp-python)"
-
-
-def _physical_cores() -> int:
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:  # psutil missing or unsupported platform: fall back to logical CPUs
-        n = None
-    return max(1, n or os.cpu_count() or 1)
 
 
 class LlamaCppBackend(Backend):
@@ -247,7 +237,7 @@ class LlamaCppSession(DecodingSession):
             # llama.cpp refuses a quantized V cache without flash attention (llama-context.cpp).
             log.info("flash attention enabled: a quantized V cache needs it")
             flash = True
-        threads = options.n_threads or _physical_cores()
+        threads = options.n_threads or default_threads()
         self.artifact = artifact
         self.n_ctx = n_ctx
         self.gpu = gpu
