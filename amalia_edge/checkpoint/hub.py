@@ -61,6 +61,11 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(_REPO_ID.match(source)) and not Path(source).exists()
 
 
+class NotCachedError(CheckpointError):
+    """The repo id (or its revision) is not in the local Hugging Face cache: the one failure of
+    :func:`resolve_repo_id` that downloading can mend (a bad revision or a damaged ref cannot)."""
+
+
 def resolve_repo_id(repo_id: str) -> Path:
     """Snapshot directory of ``repo_id`` (``org/name[@revision]``) in the local cache.
 
@@ -75,7 +80,7 @@ def resolve_repo_id(repo_id: str) -> Path:
         "holds it, or pass the checkpoint directory"
     )
     if not repo_dir.is_dir():
-        raise CheckpointError(
+        raise NotCachedError(
             f"{name} is neither a directory nor in the Hugging Face cache at {cache}", fix=fix
         )
     snapshots = repo_dir / "snapshots"
@@ -100,7 +105,7 @@ def resolve_repo_id(repo_id: str) -> Path:
     elif not revision and snapshots.is_dir() and len(list(snapshots.iterdir())) == 1:
         commit = next(snapshots.iterdir()).name
     else:
-        raise CheckpointError(
+        raise NotCachedError(
             f"revision {rev!r} of {name} is not in the Hugging Face cache at {cache}", fix=fix
         )
     snap = snapshots / commit
@@ -137,7 +142,7 @@ def resolve_or_download(repo_id: str, *, progress: bool = True) -> Path:
     of :func:`resolve_repo_id`."""
     try:
         snapshot = resolve_repo_id(repo_id)
-    except CheckpointError as not_cached:
+    except NotCachedError as not_cached:
         if hub_offline():
             raise
         try:
@@ -189,6 +194,11 @@ def download_repo(repo_id: str, *, progress: bool = True) -> Path:
     """
     name, _, revision = repo_id.partition("@")
     cache = hub_cache_dir()
+    if revision and not _inside_name(revision, allow_slash=True):
+        raise CheckpointError(
+            f"revision {revision!r} of {name} is not a branch, tag or commit name",
+            fix="use org/name@main, @<tag> or @<commit hash>",
+        )
     try:
         import huggingface_hub
         from huggingface_hub import errors as hub_errors
@@ -253,7 +263,14 @@ def download_repo(repo_id: str, *, progress: bool = True) -> Path:
     finally:
         if not progress:
             enable_progress_bars()
-    return Path(path)
+    snap = Path(path)
+    snapshots = cache / ("models--" + name.replace("/", "--")) / "snapshots"
+    if snap.resolve().parent != snapshots.resolve():  # a ref file that points outside the cache
+        raise CheckpointError(
+            f"{name}: the downloaded snapshot {snap} is not inside {snapshots}",
+            fix=f"delete {snapshots.parent} from the cache and download {name} again",
+        )
+    return snap
 
 
 def _first_line(exc: BaseException) -> str:
