@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
     from amalia_edge.errors import AmaliaEdgeError
     from amalia_edge.runtime import load_model, registry
     from amalia_edge.runtime.events import Finished, Started
+    from amalia_edge.runtime.sampling import SamplingParams
 
     device = probe("/")
     try:
@@ -41,7 +42,11 @@ def main(argv: list[str]) -> int:
     backend = None
     reply = None
     n_ctx = None
-    for event in model.stream("Olá! Em que cidade fica a Torre de Belém?", max_tokens=16):
+    # Greedy and past any end-of-generation token: the check needs 16 decoded tokens every run,
+    # not a sampled reply that may end at once (the demo model sometimes answered with EOS).
+    sampling = SamplingParams(temperature=0.0, ignore_eos=True)
+    question = "Olá! Em que cidade fica a Torre de Belém?"
+    for event in model.stream(question, sampling=sampling, max_tokens=16):
         if isinstance(event, Started):
             backend, n_ctx = event.backend, event.n_ctx
         elif isinstance(event, Finished):
