@@ -401,20 +401,29 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
             )
         return pres, freq
 
-    async def chat(request: Request) -> Response:
-        t0 = time.perf_counter()
+    async def _parse(request: Request, model: Any) -> tuple[Any, Any]:
+        """The engine and the validated body of an OpenAI request (errors as OpenAI objects)."""
         eng = _engine(state)
         data = await _read_json(state, request)
         _refuse_unsupported(data)
         try:
-            body = ChatCompletionRequest.model_validate(data)
+            body = model.model_validate(data)
         except ValidationError as exc:
             raise _validation_error(exc) from None
         _check_model(eng, body.model)
-        msgs = _messages(body)
-        requested = body.max_completion_tokens or body.max_tokens
-        fitted = eng.fit_chat(msgs, requested or eng.info.n_ctx // 4)
-        ids = eng.tokenize(fitted.prompt)
+        return eng, body
+
+    async def _run(
+        request: Request,
+        eng: Any,
+        body: Any,
+        ids: list[int],
+        requested: int | None,
+        t0: float,
+        *,
+        chat: bool,
+    ) -> Response:
+        """Check the prompt, queue the job and answer (streamed or not): one path for both."""
         _check_prompt(eng, ids)
         pres, freq = _penalties(eng, body)
         job = _submit(
@@ -427,18 +436,20 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
             freq,
             t0,
         )
-        return await _respond(request, job, body, eng, chat=True)
+        return await _respond(request, job, body, eng, chat=chat)
+
+    async def chat(request: Request) -> Response:
+        t0 = time.perf_counter()
+        eng, body = await _parse(request, ChatCompletionRequest)
+        msgs = _messages(body)
+        requested = body.max_completion_tokens or body.max_tokens
+        fitted = eng.fit_chat(msgs, requested or eng.info.n_ctx // 4)
+        ids = eng.tokenize(fitted.prompt)
+        return await _run(request, eng, body, ids, requested, t0, chat=True)
 
     async def completions(request: Request) -> Response:
         t0 = time.perf_counter()
-        eng = _engine(state)
-        data = await _read_json(state, request)
-        _refuse_unsupported(data)
-        try:
-            body = CompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            raise _validation_error(exc) from None
-        _check_model(eng, body.model)
+        eng, body = await _parse(request, CompletionRequest)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
             ids = [int(p) for p in prompt]
@@ -455,19 +466,7 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
             ids = eng.tokenize(prompt)
         if not ids:
             raise HTTPError(400, "'prompt' is empty", type="invalid_request_error", param="prompt")
-        _check_prompt(eng, ids)
-        pres, freq = _penalties(eng, body)
-        job = _submit(
-            eng,
-            ids,
-            _sampling(body),
-            _max_tokens(eng, body.max_tokens, len(ids)),
-            _stops(body),
-            pres,
-            freq,
-            t0,
-        )
-        return await _respond(request, job, body, eng, chat=False)
+        return await _run(request, eng, body, ids, body.max_tokens, t0, chat=False)
 
     async def _respond(
         request: Request, job: _Job, body: Any, eng: Engine, *, chat: bool

@@ -107,18 +107,6 @@ class _Slot:
     last_used: float = 0.0
 
 
-def gpu_offload(options: LoadOptions | None) -> bool:
-    """Whether llama.cpp will offload (a CUDA build, not disabled with ``--cpu``)."""
-    if options is not None and options.gpu is False:
-        return False
-    try:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except (ImportError, OSError):
-        return False
-
-
 def _cpu_has_amx() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:

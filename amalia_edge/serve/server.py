@@ -109,7 +109,8 @@ def load_engine(cfg: ServeConfig) -> Loaded:
     banner = [f"model {name}: {cand.backend} {cand.artifact.quant} ({cand.artifact.path})"]
     if cand.backend == "llama.cpp":
         from amalia_edge.runtime import registry
-        from amalia_edge.serve.batch import LlamaBatchEngine, choose_parallel, gpu_offload
+        from amalia_edge.runtime.backends.llamacpp import gpu_offload
+        from amalia_edge.serve.batch import LlamaBatchEngine, choose_parallel
 
         backend = registry.get("llama.cpp")
         est = backend.memory_estimate(cand.artifact, sel.n_ctx, options)

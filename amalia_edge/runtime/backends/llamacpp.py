@@ -74,6 +74,19 @@ def _install_hint(device: DeviceInfo | None) -> str:
     return "pip install 'amalia-edge[llama]' (or: pip install llama-cpp-python)"
 
 
+def gpu_offload(options: LoadOptions | None) -> bool:
+    """Whether llama.cpp will offload: a CUDA build, not disabled with ``--cpu``. The backend
+    and the server's batch engine both ask this."""
+    if options is not None and options.gpu is False:
+        return False
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (ImportError, OSError):
+        return False
+
+
 class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llama.cpp"
     artifact_kinds: ClassVar[tuple[str, ...]] = ("gguf",)
@@ -108,16 +121,6 @@ class LlamaCppBackend(Backend):
             )
         return Availability(True, f"llama-cpp-python {version}, CPU", details=details)
 
-    def _gpu(self, options: LoadOptions | None) -> bool:
-        if options is not None and options.gpu is False:
-            return False
-        try:
-            import llama_cpp
-
-            return bool(llama_cpp.llama_supports_gpu_offload())
-        except (ImportError, OSError):
-            return False
-
     def memory_estimate(
         self, artifact: Artifact, n_ctx: int, options: LoadOptions | None = None
     ) -> MemoryEstimate:
@@ -134,7 +137,7 @@ class LlamaCppBackend(Backend):
                 shape.n_layers, shape.n_kv_heads, shape.head_dim, n_ctx, opts.kv_cache_type
             )
             n_ub = min(opts.n_batch, n_ctx)
-            flash = opts.flash_attn if opts.flash_attn is not None else self._gpu(opts)
+            flash = opts.flash_attn if opts.flash_attn is not None else gpu_offload(opts)
             # Compute graph, worst case llama.cpp reserves for one micro-batch (float32):
             # attention scores n_ub × n_ctx × heads (not materialised with flash attention),
             # FFN activations (gate, up, act) and the logits of every position in the batch.
@@ -142,7 +145,7 @@ class LlamaCppBackend(Backend):
             ffn = n_ub * shape.n_ff * 3 * 4
             logits = n_ub * shape.n_vocab * 4
             compute = attn + ffn + logits
-        gpu = self._gpu(opts)
+        gpu = gpu_offload(opts)
         overhead = BASE_OVERHEAD + compute + (CUDA_CONTEXT_OVERHEAD if gpu else 0)
         return MemoryEstimate(weights, kv, overhead, tuple(notes))
 
@@ -163,7 +166,7 @@ class LlamaCppBackend(Backend):
         avail = self.probe(None)
         if not avail.ok:
             raise BackendError(f"llama.cpp backend: {avail.reason}", fix=avail.install_hint)
-        return LlamaCppSession(artifact, n_ctx, options or LoadOptions(), self._gpu(options))
+        return LlamaCppSession(artifact, n_ctx, options or LoadOptions(), gpu_offload(options))
 
 
 class LlamaStepper(Stepper):
