@@ -108,6 +108,7 @@ class Report:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "gpu": None,  # True / False once known
+            "flash_attn_env": os.environ.get("AMALIA_EDGE_FLASH_ATTN"),
             "steps": {},
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -205,19 +206,28 @@ def step_llama_build() -> dict[str, Any]:
     }
 
 
-def step_onnxruntime() -> dict[str, Any]:
-    from amalia_edge.device.checks import Probes
+ORT_PROBE = """
+import json
+from amalia_edge.device.checks import Probes
+sess = Probes().ort_session()
+print(json.dumps(None if sess is None else {
+    "version": sess.version, "available": list(sess.available),
+    "initialized": list(sess.initialized), "error": sess.error}))
+"""
 
-    sess = Probes().ort_session()
+
+def step_onnxruntime() -> dict[str, Any]:
+    """In a child: on the first H200 run (2026-12-04) creating the session crashed the whole
+    check (exit 139); here a crash is this step's result."""
+    r = run_child([sys.executable, "-X", "faulthandler", "-c", ORT_PROBE], timeout=120)
+    lines = (r.get("stdout") or "").strip().splitlines()
+    rec = {k: v for k, v in r.items() if k != "stdout"}
+    if r["returncode"] != 0 or not lines:
+        return {**rec, "status": "fail", "error": rec.get("signal") or rec.get("stderr")}
+    sess = json.loads(lines[-1])
     if sess is None:
         return {"status": "skipped", "error": "onnxruntime is not installed"}
-    return {
-        "status": "fail" if sess.error else "ok",
-        "version": sess.version,
-        "available": list(sess.available),
-        "initialized": list(sess.initialized),
-        "error": sess.error,
-    }
+    return {"status": "fail" if sess["error"] else "ok", **sess}
 
 
 def build_model(work: Path, size: str, quants: list[str]) -> dict[str, Any]:
@@ -599,6 +609,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| llama-cpp-python | {lb.get('version')}, llama_supports_gpu_offload = "
             f"{lb.get('gpu_offload')} |"
         )
+    if data.get("flash_attn_env"):
+        lines.append(f"| flash attention | AMALIA_EDGE_FLASH_ATTN={data['flash_attn_env']} |")
     ort = s.get("onnxruntime") or {}
     if ort:
         lines.append(

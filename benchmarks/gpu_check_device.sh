@@ -13,8 +13,12 @@
 #   $OUT/build.log.gz         llama-cpp-python's CUDA build (under `timeout $BUILD_TIMEOUT`)
 #   $OUT/llama_offload.txt    llama_supports_gpu_offload() of the build
 #   $OUT/gpu_check/           benchmarks/gpu_check.py's gpu_check.json and gpu_check.md
+#   $OUT/serve_load.json|.md  benchmarks/serve_load.py (demo model and a random 180M one), if
+#                             at least 40 s of TOTAL_BUDGET are left
 #   $OUT/steps.log            what ran, when, with which exit status
-# Budget: build + check under 9 minutes (BUILD_TIMEOUT 330 s + CHECK_TIMEOUT 230 s).
+# Budget: everything under TOTAL_BUDGET seconds (default 560): each step's timeout is its own
+# (BUILD_TIMEOUT 330 s, CHECK_TIMEOUT 230 s, SERVE_TIMEOUT 150 s) or what is left, if less.
+# SKIP_BUILD=1 uses the llama-cpp-python already importable (a dry run on a CPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -24,6 +28,10 @@ SITE=$PWD/.gpu_site
 LLAMA_VERSION=${LLAMA_VERSION:-0.3.36}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-330}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-230}
+SERVE_TIMEOUT=${SERVE_TIMEOUT:-150}
+TOTAL_BUDGET=${TOTAL_BUDGET:-560}
+WORK=${WORK:-${TMPDIR:-/tmp}/gpu_check_work}
+T_START=$(date +%s)
 CUDA_ARCH=${CUDA_ARCH:-90} # Hopper (H100/H200); the Jetson AGX Orin is 87
 # EXTRA_CMAKE_ARGS: more llama.cpp options, e.g. -DGGML_CUDA_FA=OFF to halve the build time
 # The CPU side for AVX2, not GGML_NATIVE: on the first H200 run (2026-12-04) a native build had
@@ -34,9 +42,26 @@ PY=${PYTHON:-$(command -v python3.12 || command -v python3)}
 mkdir -p "$OUT" "$SITE"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/steps.log"; }
+# The smaller of a step's own timeout and the seconds left of TOTAL_BUDGET (5 s kept back).
+budget() {
+    local left=$((TOTAL_BUDGET - ($(date +%s) - T_START) - 5))
+    echo $((left < $1 ? left : $1))
+}
+# Installs wheels into $SITE unless every named module already imports.
+need() {
+    local mods=$1
+    shift
+    if "$PY" -c "import ${mods}" 2>/dev/null; then
+        log "have: ${mods}"
+    else
+        "$PY" -m pip install --quiet --no-deps --target "$SITE" "$@" >>"$OUT/steps.log" 2>&1
+        log "installed for ${mods}: exit $?"
+    fi
+}
 
 export PATH="/usr/local/cuda/bin:$PATH"
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONFAULTHANDLER=1 # a segfaulting child prints its Python stack into the report
 # Offline: never look for an index (it would wait for network timeouts); --target skips PEP 668.
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 PIP_BREAK_SYSTEM_PACKAGES=1
 
@@ -53,20 +78,35 @@ log "start; OUT=$OUT"
 } >"$OUT/tools.txt" 2>&1
 log "tools: $(tail -2 "$OUT/tools.txt" | head -1)"
 
-wheels=("$WHL"/gguf-*.whl "$WHL"/platformdirs-*.whl "$WHL"/nvidia_ml_py-*.whl)
-"$PY" -c "import yaml" 2>/dev/null || wheels+=("$WHL"/pyyaml-*.whl)
-"$PY" -m pip install --quiet --no-deps --target "$SITE" "${wheels[@]}" >>"$OUT/steps.log" 2>&1
-log "wheels: exit $?"
+need gguf "$WHL"/gguf-*.whl
+need platformdirs "$WHL"/platformdirs-*.whl
+need pynvml "$WHL"/nvidia_ml_py-*.whl
+need yaml "$WHL"/pyyaml-*.whl
+need diskcache "$WHL"/diskcache-*.whl # llama_cpp imports it
+# `amalia-edge serve` for the serve_load step: all of them or none (pydantic with its core)
+need "starlette, uvicorn, pydantic, prometheus_client" "$WHL"/serve/*.whl
 
-t0=$(date +%s)
-CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF $CPU_CMAKE_ARGS ${EXTRA_CMAKE_ARGS:-}" \
-    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-    timeout "$BUILD_TIMEOUT" "$PY" -m pip install --no-build-isolation --no-deps -v \
-    --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
-status=$?
-log "llama-cpp-python CUDA build: exit $status in $(($(date +%s) - t0)) s (124 = timed out)"
-tail -40 "$OUT/build.log" >"$OUT/build_tail.log"
-gzip -f "$OUT/build.log"
+case " ${EXTRA_CMAKE_ARGS:-} " in
+*-DGGML_CUDA_FA=OFF*)
+    # No FlashAttention kernels in this build: llama.cpp would run a GPU model's attention on
+    # the CPU if asked for it (amalia-edge asks by default on a GPU).
+    export AMALIA_EDGE_FLASH_ATTN=off
+    log "AMALIA_EDGE_FLASH_ATTN=off (built with -DGGML_CUDA_FA=OFF)"
+    ;;
+esac
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    log "llama-cpp-python build skipped (SKIP_BUILD=1)"
+else
+    t0=$(date +%s)
+    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF $CPU_CMAKE_ARGS ${EXTRA_CMAKE_ARGS:-}" \
+        CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+        timeout "$(budget "$BUILD_TIMEOUT")" "$PY" -m pip install --no-build-isolation --no-deps -v \
+        --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
+    status=$?
+    log "llama-cpp-python CUDA build: exit $status in $(($(date +%s) - t0)) s (124 = timed out)"
+    tail -40 "$OUT/build.log" >"$OUT/build_tail.log"
+    gzip -f "$OUT/build.log"
+fi
 
 "$PY" -c "import llama_cpp; print(llama_cpp.__version__, 'gpu_offload', llama_cpp.llama_supports_gpu_offload())" \
     >"$OUT/llama_offload.txt" 2>&1
@@ -74,9 +114,34 @@ log "llama_cpp: $(tail -1 "$OUT/llama_offload.txt")"
 
 # Even without a working build, the check runs: NVML, doctor and the report still say a lot.
 t0=$(date +%s)
-timeout "$CHECK_TIMEOUT" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check" \
-    --work "${TMPDIR:-/tmp}/gpu_check_work" >"$OUT/gpu_check.log" 2>&1
+timeout "$(budget "$CHECK_TIMEOUT")" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check" \
+    --work "$WORK" ${GPU_CHECK_ARGS:-} >"$OUT/gpu_check.log" 2>&1
 log "gpu_check: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
+
+# A native crash in generation: where, in C (gdb's backtrace), if gdb is there.
+if grep -q '"signal"' "$OUT/gpu_check/gpu_check.json" 2>/dev/null && command -v gdb >/dev/null; then
+    gguf=$(ls "$WORK"/artifacts-*/*.gguf 2>/dev/null | head -1)
+    left=$(budget 90)
+    if [ -n "$gguf" ] && [ "$left" -gt 20 ]; then
+        timeout "$left" gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args "$PY" -m amalia_edge \
+            generate "$gguf" "Olá" --max-tokens 4 >"$OUT/crash_gdb.txt" 2>&1
+        log "gdb backtrace of a crashing generate: exit $? ($OUT/crash_gdb.txt)"
+    fi
+fi
+
+# The server under load: the demo model and serve_load's random 180M model (vocabulary all
+# text pieces: the check's 0.8B model pads to 128k with [PAD] pieces a client never sees).
+left=$(budget "$SERVE_TIMEOUT")
+if [ "$left" -lt 40 ]; then
+    log "serve_load: skipped (only $left s left)"
+else
+    t0=$(date +%s)
+    timeout "$left" "$PY" benchmarks/serve_load.py --ctx 512 \
+        ${SERVE_LOAD_ARGS:---random --tokens 128 --random-tokens 128 --reps 2} \
+        --json "$OUT/serve_load.json" >"$OUT/serve_load.md" 2>"$OUT/serve_load.log"
+    log "serve_load: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
+    cp "${TMPDIR:-/tmp}"/serve_load_*.log "$OUT/" 2>/dev/null
+fi
 nvidia-smi --query-gpu=name,driver_version,power.draw,temperature.gpu,clocks.sm,clocks_event_reasons.active \
     --format=csv >"$OUT/nvidia-smi-after.csv" 2>&1
 log "done"

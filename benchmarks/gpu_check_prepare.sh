@@ -2,7 +2,8 @@
 # Prepare, on a machine that reaches PyPI, everything benchmarks/gpu_check_device.sh needs on an
 # offline NVIDIA GPU machine, into .whl/ at the repository root (git-ignored):
 #
-#   .whl/*.whl                              gguf, platformdirs, nvidia-ml-py, pyyaml for CPython 3.12
+#   .whl/*.whl                              gguf, platformdirs, nvidia-ml-py, pyyaml, diskcache
+#                                           for CPython 3.12; .whl/serve/: `serve`'s packages
 #   .whl/llama_cpp_python-<v>-trimmed.tar.gz  the llama-cpp-python sdist without .git,
 #                                           vendor/llama.cpp/models/*.gguf, docs and benches
 #                                           (76.6 MB -> about 12.5 MB for 0.3.36; still builds)
@@ -23,7 +24,16 @@ python3 -m pip download --quiet --no-deps --only-binary :all: \
     --python-version "$PY_VERSION" --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     -d "$DEST" \
-    gguf==0.19.0 platformdirs==4.14.9 nvidia-ml-py==13.615.71 pyyaml==6.0.3
+    gguf==0.19.0 platformdirs==4.14.9 nvidia-ml-py==13.615.71 pyyaml==6.0.3 diskcache==5.6.3
+# `amalia-edge serve` and its dependencies (the serve_load step), as tested here.
+mkdir -p "$DEST/serve"
+python3 -m pip download --quiet --no-deps --only-binary :all: \
+    --python-version "$PY_VERSION" --implementation cp \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$DEST/serve" \
+    starlette==1.10.0 anyio==4.16.0 idna==3.20 sniffio==1.3.1 typing_extensions==4.16.0 \
+    uvicorn==0.55.0 click==8.5.1 h11==0.16.0 pydantic==2.13.4 pydantic_core==2.46.4 \
+    annotated-types==0.7.0 typing-inspection==0.4.2 prometheus_client==0.26.0
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

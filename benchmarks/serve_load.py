@@ -173,13 +173,16 @@ class Direct:
     def __init__(self, gguf: Path, n_ctx: int, threads: int, clients: int) -> None:
         from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
         from amalia_edge.runtime.artifacts import resolve_model
+        from amalia_edge.runtime.backends.llamacpp import gpu_offload
         from amalia_edge.serve.batch import LlamaBatchEngine
 
         opts = LoadOptions(n_threads=threads)
         self.sp = SamplingParams(temperature=0.0, ignore_eos=True)
         self.model = load_model(gguf, n_ctx=n_ctx, options=opts)
         art = resolve_model(gguf).usable()[0]
-        self.engine = LlamaBatchEngine(art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=False)
+        self.engine = LlamaBatchEngine(
+            art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=gpu_offload(opts)
+        )
         self.engine.start()
         self.ids = self.engine.tokenize(PROMPT)
 

@@ -300,3 +300,25 @@ def test_gpu_offload_parameters_when_llama_cpp_has_cuda(
     with backend.load(art, 512, LoadOptions(n_threads=1, gpu=False)) as session:
         assert isinstance(session, llamacpp.LlamaCppSession)
         assert session.params["n_gpu_layers"] == 0 and session.params["flash_attn"] is False
+
+
+def test_flash_attention_default_follows_offload_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On where llama.cpp offloads; AMALIA_EDGE_FLASH_ATTN overrides that (a CUDA build
+    without FlashAttention kernels would otherwise run attention on the CPU); an explicit
+    option beats both; a bad value is an error naming the variable."""
+    from amalia_edge.errors import BackendError
+    from amalia_edge.runtime.backends.llamacpp import FLASH_ATTN_ENV, flash_attn_default
+
+    monkeypatch.delenv(FLASH_ATTN_ENV, raising=False)
+    assert flash_attn_default(None, True) is True
+    assert flash_attn_default(LoadOptions(), False) is False
+    monkeypatch.setenv(FLASH_ATTN_ENV, "off")
+    assert flash_attn_default(LoadOptions(), True) is False
+    assert flash_attn_default(LoadOptions(flash_attn=True), True) is True
+    monkeypatch.setenv(FLASH_ATTN_ENV, "ON")
+    assert flash_attn_default(None, False) is True
+    monkeypatch.setenv(FLASH_ATTN_ENV, "maybe")
+    with pytest.raises(BackendError, match=FLASH_ATTN_ENV):
+        flash_attn_default(None, True)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from amalia_edge.errors import BackendError
 from amalia_edge.runtime.backend import EventBuilder, default_threads, kv_cache_bytes
+from amalia_edge.runtime.backends.llamacpp import flash_attn_default
 from amalia_edge.runtime.chat import Message, render_chat_template
 from amalia_edge.runtime.events import Event, FinishReason
 from amalia_edge.serve.engine import Engine, EngineInfo, GenRequest
@@ -168,7 +169,7 @@ class LlamaBatchEngine(Engine):
         self._vocab = L.llama_model_get_vocab(self._model)
         threads = options.n_threads or default_threads()  # as the llama.cpp backend does
         kv_type = KV_CACHE_GGML_TYPES.get(options.kv_cache_type, 1)
-        flash = options.flash_attn if options.flash_attn is not None else gpu
+        flash = flash_attn_default(options, gpu)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx * parallel
         cparams.n_batch = self.n_batch

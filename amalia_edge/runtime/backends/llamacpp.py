@@ -13,6 +13,7 @@ llama-cpp-python directly.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,6 +88,31 @@ def gpu_offload(options: LoadOptions | None) -> bool:
         return False
 
 
+FLASH_ATTN_ENV = "AMALIA_EDGE_FLASH_ATTN"
+
+
+def flash_attn_default(options: LoadOptions | None, gpu: bool) -> bool:
+    """Flash attention unless said otherwise: ``LoadOptions.flash_attn``, else
+    ``$AMALIA_EDGE_FLASH_ATTN`` (``on`` / ``off``), else on exactly when llama.cpp offloads.
+
+    The variable is for a CUDA build made without the FlashAttention kernels
+    (``-DGGML_CUDA_FA=OFF``, a quicker build): llama.cpp would then run the attention of a
+    GPU model on the CPU. The backend and the server's batch engine both ask this."""
+    if options is not None and options.flash_attn is not None:
+        return options.flash_attn
+    value = os.environ.get(FLASH_ATTN_ENV, "").strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    if value:
+        raise BackendError(
+            f"{FLASH_ATTN_ENV}={value!r} is not on or off",
+            fix=f"set {FLASH_ATTN_ENV} to on or off, or unset it",
+        )
+    return gpu
+
+
 class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llama.cpp"
     artifact_kinds: ClassVar[tuple[str, ...]] = ("gguf",)
@@ -137,7 +163,7 @@ class LlamaCppBackend(Backend):
                 shape.n_layers, shape.n_kv_heads, shape.head_dim, n_ctx, opts.kv_cache_type
             )
             n_ub = min(opts.n_batch, n_ctx)
-            flash = opts.flash_attn if opts.flash_attn is not None else gpu_offload(opts)
+            flash = flash_attn_default(opts, gpu_offload(opts))
             # Compute graph, worst case llama.cpp reserves for one micro-batch (float32):
             # attention scores n_ub × n_ctx × heads (not materialised with flash attention),
             # FFN activations (gate, up, act) and the logits of every position in the batch.
@@ -235,7 +261,7 @@ class LlamaCppSession(DecodingSession):
                 fix=f"choose one of {', '.join(KV_CACHE_GGML_TYPES)}",
             )
         kv_type = KV_CACHE_GGML_TYPES[options.kv_cache_type]
-        flash = options.flash_attn if options.flash_attn is not None else gpu
+        flash = flash_attn_default(options, gpu)
         if options.kv_cache_type not in ("f16", "f32", "bf16") and not flash:
             # llama.cpp refuses a quantized V cache without flash attention (llama-context.cpp).
             log.info("flash attention enabled: a quantized V cache needs it")
