@@ -181,7 +181,9 @@ class _Model:
 
     def __init__(self, path: Path, ctx: int, threads: int | None) -> None:
         try:
-            import llama_cpp
+            from amalia_edge.runtime.native import import_llama_cpp
+
+            llama_cpp = import_llama_cpp()
         except ImportError:
             raise BenchError(
                 "llama-cpp-python is not installed, so quality cannot be measured",
@@ -280,7 +282,9 @@ def compare_models(
     if chunks is not None and chunks < 1:
         raise BenchError(f"--chunks must be at least 1, got {chunks}", fix="use e.g. 32")
 
-    import llama_cpp
+    from amalia_edge.runtime.native import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     ref = _Model(ref_path, n_ctx, threads)
     tokens = ref.tokenize(text)

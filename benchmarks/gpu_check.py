@@ -194,7 +194,9 @@ def step_nvml() -> dict[str, Any]:
 
 def step_llama_build() -> dict[str, Any]:
     try:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
     except ImportError as exc:
         return {"status": "fail", "error": f"llama-cpp-python not importable: {exc}"}
     info = llama_cpp.llama_print_system_info()
@@ -448,7 +450,9 @@ def direct_bench(
     token detokenized as a streaming caller must. Prompts rotate per repetition like the
     bench's, so no repetition reuses the previous one's KV-cache prefix.
     """
-    import llama_cpp
+    from amalia_edge.runtime.native import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     llm = llama_cpp.Llama(model_path=path, **params)
     try:

@@ -147,7 +147,9 @@ class _LlamaLog:
     """Routes llama.cpp's log to :mod:`logging` while installed; remembers errors."""
 
     def __init__(self, progress: ProgressFn | None) -> None:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
 
         self.errors: list[str] = []
         self.progress = progress
@@ -178,7 +180,9 @@ class _LlamaLog:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
 
         llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
         try:
@@ -242,7 +246,9 @@ def llama_quantize(
     if not src.is_file():
         raise ConversionError(f"{src} does not exist", fix="write the F16/BF16 GGUF first")
     try:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
     except ImportError:
         raise BackendUnavailableError(
             "llama-cpp-python is not installed, so llama.cpp's quantizer is unavailable",

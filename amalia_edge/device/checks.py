@@ -108,7 +108,9 @@ def _find(name: str) -> Path | None:
 
 def _llama_build() -> LlamaBuild | None:
     try:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
     except ImportError:
         return None
     info = llama_cpp.llama_print_system_info()

@@ -139,7 +139,9 @@ class LlamaBatchEngine(Engine):
         name: str | None = None,
     ) -> None:
         super().__init__(max_queue)
-        import llama_cpp as L
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        L = import_llama_cpp()
 
         from amalia_edge.runtime.backends.llamacpp import KV_CACHE_GGML_TYPES
 

@@ -32,7 +32,9 @@ class Tokenizer:
 
     def __init__(self, gguf_path: Path) -> None:
         try:
-            import llama_cpp
+            from amalia_edge.runtime.native import import_llama_cpp
+
+            llama_cpp = import_llama_cpp()
         except ImportError as exc:
             raise BackendUnavailableError(
                 f"the ONNX/TensorRT backends tokenize with llama-cpp-python, which is missing "

@@ -81,7 +81,9 @@ def gpu_offload(options: LoadOptions | None) -> bool:
     if options is not None and options.gpu is False:
         return False
     try:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
 
         return bool(llama_cpp.llama_supports_gpu_offload())
     except (ImportError, OSError):
@@ -120,7 +122,9 @@ class LlamaCppBackend(Backend):
 
     def probe(self, device: DeviceInfo | None) -> Availability:
         try:
-            import llama_cpp
+            from amalia_edge.runtime.native import import_llama_cpp
+
+            llama_cpp = import_llama_cpp()
         except ImportError:
             return Availability(
                 False, "llama-cpp-python is not installed", install_hint=_install_hint(device)
@@ -253,7 +257,9 @@ class LlamaCppSession(DecodingSession):
     backend = LlamaCppBackend.name
 
     def __init__(self, artifact: Artifact, n_ctx: int, options: LoadOptions, gpu: bool) -> None:
-        import llama_cpp
+        from amalia_edge.runtime.native import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
 
         if options.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise BackendError(
