@@ -23,10 +23,17 @@ Sources, cited per row:
   (jetson_release on L4T 36.4.3 prints CUDA 12.6.68, TensorRT 10.3.0.30).
 * [jp5] JetPack 5.1.x: CUDA 11.4, TensorRT 8.5.2 (jetson_release on L4T 35.6.0 prints
   TensorRT 8.5.2.2), Ubuntu 20.04 with Python 3.8.
-* [jp7.2] JetPack 7.2 (L4T 39.2): CUDA 13.2, TensorRT 10.16, Ubuntu 24.04 with Python 3.12
-  (jetson_release on L4T 39.2.0 prints CUDA 13.2.86, TensorRT 10.16.2.10, Python 3.12.3);
-  NVIDIA staff point JetPack 7.2 users at the ``sbsa/cu130`` index (forum thread 372521),
-  whose onnxruntime-gpu builds were not confirmed for Orin.
+* [jp7.2] JetPack 7.2 (L4T 39.2): CUDA 13.2, TensorRT 10.16, Ubuntu 24.04 with Python 3.12:
+  OE4T/meta-tegra pull request #2224 (NVIDIA: "JetPack 7.2 / L4T R39.2.0 support: both Orin
+  and Thor", CUDA 13.2, cuDNN 9.20, TensorRT 10.16); roboflow/inference pull request #2531
+  (read off a JetPack 7.2 board: L4T 39.2.0, CUDA 13.2, cuDNN 9.20.0.46, TensorRT 10.16.2.10);
+  a real AGX Orin devkit on R39.2 runs Ubuntu 24.04, kernel 6.8.12-1021-tegra and Python
+  3.12.3 (rbonghi/jetson_stats issue #864). No onnxruntime-gpu for Orin on CUDA 13 was
+  found: NVIDIA staff point JetPack 7.2 users at the ``sbsa/cu130`` index (forum thread
+  372521), whose wheels are built for Thor/Spark only (sm_110/sm_121, no sm_87 kernels:
+  wendylabsinc/WendyOS pull request #1379, for its PyTorch wheels), and a ``jp7/cu132`` index
+  was reported empty (dusty-nv/jetson-containers issue #1711, "jp7/cu132 PyPI index
+  incomplete").
 * [pypi] cuda-python wheels on PyPI, checked with ``pip download --platform
   manylinux2014_aarch64``: 12.2.1 and 12.6.2.post1 (cp310), 13.0.3 (pure meta-package).
 """
