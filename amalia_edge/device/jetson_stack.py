@@ -31,9 +31,9 @@ Sources, cited per row:
   3.12.3 (rbonghi/jetson_stats issue #864). No onnxruntime-gpu for Orin on CUDA 13 was
   found: NVIDIA staff point JetPack 7.2 users at the ``sbsa/cu130`` index (forum thread
   372521), whose wheels are built for Thor/Spark only (sm_110/sm_121, no sm_87 kernels:
-  wendylabsinc/WendyOS pull request #1379, for its PyTorch wheels), and a ``jp7/cu132`` index
-  was reported empty (dusty-nv/jetson-containers issue #1711, "jp7/cu132 PyPI index
-  incomplete").
+  wendylabsinc/WendyOS pull request #1379, for its PyTorch wheels), and the ``jp7/cu132``
+  index was reported incomplete on an Orin Nano with JetPack 7.2, common packages missing
+  (dusty-nv/jetson-containers issue #1711); no onnxruntime-gpu wheel there was seen.
 * [pypi] cuda-python wheels on PyPI, checked with ``pip download --platform
   manylinux2014_aarch64``: 12.2.1 and 12.6.2.post1 (cp310), 13.0.3 (pure meta-package).
 """
