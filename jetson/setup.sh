@@ -7,15 +7,16 @@
 # Steps (each skipped when already done, so the script can be run again at any time):
 #   1. detect the board, L4T and JetPack with amalia_edge.device.detect, and look the L4T
 #      release up in amalia_edge/device/jetson_stack.py: which onnxruntime-gpu (version and
-#      wheel index), which cuda-python, and whether the TensorRT backend can work there;
+#      wheel index, or wheel file), which cuda-python, and whether the TensorRT backend can work there;
 #      print that plan (every package, version and index) before doing anything
 #   2. check free disk, memory and swap before compiling; offer to add a swap file
 #   3. install the apt packages the build needs
 #   4. create a virtual environment with --system-site-packages, so JetPack's TensorRT
 #      Python bindings (python3-libnvinfer, system Python only) stay importable
 #   5. build llama-cpp-python with CUDA for compute capability 8.7
-#   6. install onnxruntime-gpu from the Jetson wheel index for this L4T release (skipped, with
-#      the reason, where no wheel fits: JetPack 5 and 7), and cuda-python for TensorRT
+#   6. install onnxruntime-gpu for this L4T release: from the Jetson wheel index, or (JetPack
+#      6.0, whose build no index carries now) the wheel file from NVIDIA's Jetson Zoo; skipped,
+#      with the reason, where no wheel fits (JetPack 5 and 7); and cuda-python for TensorRT
 #   7. install amalia-edge itself (editable) and onnx, which both ONNX backends import
 #   8. run `amalia-edge doctor --deep` and a short generation on the demo model that must
 #      report the GPU backend
@@ -137,6 +138,8 @@ DETECTED_STACK_CUDA=""
 DETECTED_STACK_TENSORRT=""
 DETECTED_ORT_VERSION=""
 DETECTED_ORT_INDEX=""
+DETECTED_ORT_WHEEL_URL=""
+DETECTED_ORT_WHEEL_FILE=""
 DETECTED_ORT_NOTE=""
 DETECTED_ORT_NUMPY=""
 DETECTED_CUDA_PYTHON_VERSION=""
@@ -189,19 +192,28 @@ case "$DETECTED_JETPACK_MAJOR" in
         ;;
 esac
 
-# What this release gets: onnxruntime-gpu (version + index), cuda-python, TensorRT.
+# What this release gets: onnxruntime-gpu (version + index, or a wheel file no index carries),
+# cuda-python, TensorRT. --onnx-index or ONNXRUNTIME_GPU_VERSION replace the table's choice.
+ORT_WHEEL_URL=""
+ORT_WHEEL_FILE=""
+if [[ -z "$ONNX_INDEX" && -z "${ONNXRUNTIME_GPU_VERSION:-}" && -n "$DETECTED_ORT_WHEEL_URL" ]]; then
+    ORT_WHEEL_URL="$DETECTED_ORT_WHEEL_URL"
+    ORT_WHEEL_FILE="$DETECTED_ORT_WHEEL_FILE"
+fi
 ORT_VERSION="${ONNXRUNTIME_GPU_VERSION:-$DETECTED_ORT_VERSION}"
 ONNX_INDEX="${ONNX_INDEX:-$DETECTED_ORT_INDEX}"
+ORT_FROM="${ORT_WHEEL_URL:+the wheel file $ORT_WHEEL_URL}"
+ORT_FROM="${ORT_FROM:-$ONNX_INDEX}"
 ORT_SKIP_WHY=""
 if [[ "$SKIP_ONNX" == "1" ]]; then
     ORT_SKIP_WHY="--skip-onnx"
-elif [[ -z "$ORT_VERSION" || -z "$ONNX_INDEX" ]]; then
+elif [[ -z "$ORT_VERSION" || -z "$ORT_FROM" ]]; then
     ORT_SKIP_WHY="$DETECTED_ORT_NOTE"
 fi
 say "plan for ${DETECTED_STACK} (CUDA ${DETECTED_STACK_CUDA}, TensorRT ${DETECTED_STACK_TENSORRT})"
 note "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION  built here with CUDA for sm_$CUDA_ARCHITECTURES (from PyPI source)"
 if [[ -z "$ORT_SKIP_WHY" ]]; then
-    note "onnxruntime-gpu==$ORT_VERSION  from $ONNX_INDEX${DETECTED_ORT_NUMPY:+ (with $DETECTED_ORT_NUMPY)}"
+    note "onnxruntime-gpu==$ORT_VERSION  from $ORT_FROM${DETECTED_ORT_NUMPY:+ (with $DETECTED_ORT_NUMPY)}"
 else
     note "onnxruntime-gpu  not installed: $ORT_SKIP_WHY"
     printf 'setup.sh: warning: no onnxruntime-gpu will be installed, so the ONNX Runtime backend has no GPU here\n' >&2
@@ -267,6 +279,9 @@ if (( JOBS < 1 )); then JOBS=1; fi
 # ---------------------------------------------------------------- 3. apt packages
 say "system packages"
 APT_PACKAGES=(build-essential cmake git)
+if [[ -n "$ORT_WHEEL_URL" && -z "$ORT_SKIP_WHY" ]]; then
+    APT_PACKAGES+=(curl)  # downloads the onnxruntime-gpu wheel file (step 6)
+fi
 if [[ "$DETECTED_JETPACK_MAJOR" == "5" ]]; then
     APT_PACKAGES+=(python3.10 python3.10-venv python3.10-dev)
 else
@@ -360,7 +375,7 @@ fi
 if [[ -n "$ORT_SKIP_WHY" ]]; then
     say "onnxruntime-gpu: skipped ($ORT_SKIP_WHY)"
 else
-    say "onnxruntime-gpu $ORT_VERSION from $ONNX_INDEX"
+    say "onnxruntime-gpu $ORT_VERSION from $ORT_FROM"
     installed_ort=""
     if [[ -x "$VENV/bin/python" ]]; then
         installed_ort="$("$VENV/bin/python" -m pip show onnxruntime-gpu 2>/dev/null | sed -n 's/^Version: //p' || true)"
@@ -374,7 +389,26 @@ else
         if [[ -n "$DETECTED_ORT_NUMPY" ]]; then
             ORT_REQS+=("$DETECTED_ORT_NUMPY")
         fi
-        if ! run "${PIP[@]}" install --index-url "$ONNX_INDEX" --extra-index-url https://pypi.org/simple \
+        if [[ -n "$ORT_WHEEL_URL" ]]; then
+            # No index carries this build: fetch the file under its wheel name (pip reads the
+            # tags from the name; the URL's own is opaque), to a .part first so an interrupted
+            # download never looks complete, then install that file.
+            WHEEL_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/amalia-edge/wheels"
+            WHEEL_PATH="$WHEEL_DIR/$ORT_WHEEL_FILE"
+            run mkdir -p "$WHEEL_DIR"
+            if [[ "$DRY_RUN" == "1" || ! -s "$WHEEL_PATH" ]]; then
+                if ! run curl -fL --retry 3 -o "$WHEEL_PATH.part" "$ORT_WHEEL_URL"; then
+                    die "could not download onnxruntime-gpu $ORT_VERSION from $ORT_WHEEL_URL" \
+                        "download it yourself to $WHEEL_PATH and run setup.sh again, or pass --onnx-index URL with ONNXRUNTIME_GPU_VERSION=X, or --skip-onnx"
+                fi
+                run mv "$WHEEL_PATH.part" "$WHEEL_PATH"
+            fi
+            ORT_REQS[0]="$WHEEL_PATH"
+            if ! run "${PIP[@]}" install "${ORT_REQS[@]}"; then
+                die "onnxruntime-gpu $ORT_VERSION from $WHEEL_PATH did not install" \
+                    "check the pip output above; pass --onnx-index URL with ONNXRUNTIME_GPU_VERSION=X, or --skip-onnx"
+            fi
+        elif ! run "${PIP[@]}" install --index-url "$ONNX_INDEX" --extra-index-url https://pypi.org/simple \
             "${ORT_REQS[@]}"; then
             die "onnxruntime-gpu $ORT_VERSION is not available from $ONNX_INDEX" \
                 "pass another index with --onnx-index URL and ONNXRUNTIME_GPU_VERSION=X (see https://pypi.jetson-ai-lab.io), or --skip-onnx to go on with llama.cpp and TensorRT"

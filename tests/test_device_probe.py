@@ -266,7 +266,11 @@ def test_l4t_table_and_garbage():
         ("36.4.2", "6.1.1"),
         ("36.4.7", "6.2.1"),  # jetson_stats issues #768, #797: "not supported for L4T 36.4.7"
         ("36.5.0", "6.2.2"),
+        ("36.5.2", "6.2.3"),  # anduril/jetpack-nixos pull request #541
+        ("38.2.1", "7.0"),  # NVIDIA's JetPack 7.0 page: "Jetson Linux 38.2/38.2.1"
+        ("38.4.0", "7.1"),  # NVIDIA's JetPack 7.1 page: "Jetson Linux 38.4"
         ("39.2.0", "7.2"),
+        ("39.2.1", "7.2.1"),  # OE4T/meta-tegra pull request #2339
     ],
 )
 def test_l4t_table_has_the_releases_boards_report(l4t, jetpack):

@@ -87,7 +87,7 @@ def test_quick_checks_on_a_well_set_up_agx_orin(fake_device, tmp_path):
     )
     ort = _by_name(run_checks(info, probes=cpu_only))["ONNX Runtime GPU providers"]
     assert ort.status == "fail" and (
-        "onnxruntime-gpu==1.21.0 --index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
+        "onnxruntime-gpu==1.23.0 --index-url https://pypi.jetson-ai-lab.io/jp6/cu126"
     ) in (ort.fix or "")
     assert [c.name for c in checks][-2:] == ["power mode", "jetson_clocks"]
 
@@ -236,9 +236,9 @@ def test_onnxruntime_fix_follows_the_l4t_release(fake_device, tmp_path):
         find_package=_fake_packages(tmp_path, llama_cuda=True, ort_cuda=False, trt=True)
     )
     jp60 = check_onnxruntime(probe(fake_device("agx-orin-32gb-jp60").fsroot()), False, probes)
-    assert "onnxruntime-gpu==1.17.0 --index-url https://pypi.jetson-ai-lab.io/jp6/cu122" in (
-        jp60.fix or ""
-    )
+    # JetPack 6.0's build is a wheel file (NVIDIA's Jetson Zoo), not on an index any more
+    assert "download https://nvidia.box.com/shared/static/" in (jp60.fix or "")
+    assert "pip install ./onnxruntime_gpu-1.17.0-cp310-cp310-linux_aarch64.whl" in (jp60.fix or "")
     jp72 = check_onnxruntime(probe(fake_device("agx-orin-64gb-jp72").fsroot()), False, probes)
     assert jp72.status == "warn" and "skipped on JetPack 7" in (jp72.fix or "")
 

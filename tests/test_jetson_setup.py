@@ -71,7 +71,7 @@ def test_dry_run_plan_for_jetpack6(tmp_path):
     assert f"llama-cpp-python=={v['LLAMA_CPP_PYTHON_VERSION']}" in build and "--no-binary" in build
     assert (
         "--index-url https://pypi.jetson-ai-lab.io/jp6/cu126 --extra-index-url "
-        "https://pypi.org/simple onnxruntime-gpu==1.21.0"
+        "https://pypi.org/simple onnxruntime-gpu==1.23.0"
     ) in out
     assert "pip uninstall -y onnxruntime" in out  # the CPU wheel would shadow the GPU one
     assert "pip install cuda-python==12.6.2.post1" in out  # import_cudart() needs it
@@ -109,13 +109,14 @@ FOUR_JETPACKS = {
     },
     "agx-orin-32gb-jp60": {
         "l4t": "L4T:     36.3.0   JetPack: 6.0",
-        "ort": ("1.17.0", "https://pypi.jetson-ai-lab.io/jp6/cu122"),
+        # no index lists a JetPack 6.0 build now: NVIDIA's Jetson Zoo wheel file
+        "ort": ("1.17.0", "the wheel file https://nvidia.box.com/shared/static/"),
         "cuda_python": "12.2.1",
         "python": "python3",
     },
     "agx-orin-64gb-jp6": {
         "l4t": "L4T:     36.4.3   JetPack: 6.2",
-        "ort": ("1.21.0", "https://pypi.jetson-ai-lab.io/jp6/cu126"),
+        "ort": ("1.23.0", "https://pypi.jetson-ai-lab.io/jp6/cu126"),
         "cuda_python": "12.6.2.post1",
         "python": "python3",
     },
@@ -146,14 +147,32 @@ def test_dry_run_force_prints_the_exact_plan_for_each_jetpack(board, tmp_path):
         assert "warning: no onnxruntime-gpu" in r.stderr
         assert "install --index-url" not in out
     else:
-        version, index = want["ort"]
-        assert f"onnxruntime-gpu=={version}  from {index}" in out
-        assert f"--index-url {index} --extra-index-url https://pypi.org/simple" in out
-        assert f"onnxruntime-gpu=={version}" in out
+        version, source = want["ort"]
+        assert f"onnxruntime-gpu=={version}  from {source}" in out
+        if source.startswith("the wheel file"):
+            wheel = f"onnxruntime_gpu-{version}-cp310-cp310-linux_aarch64.whl"
+            assert "curl -fL --retry 3 -o" in out and f"{wheel}.part" in out
+            assert f"pip install {tmp_path}/.cache/amalia-edge/wheels/{wheel} numpy<2" in out
+            assert "install --index-url" not in out
+        else:
+            assert f"--index-url {source} --extra-index-url https://pypi.org/simple" in out
+            assert f"onnxruntime-gpu=={version}" in out
     if want["cuda_python"] is None:
         assert "cuda-python: skipped" in out
     else:
         assert f"pip install cuda-python=={want['cuda_python']}" in out
+
+
+def test_onnx_index_override_replaces_the_jetpack60_wheel_file(tmp_path, monkeypatch):
+    """--onnx-index with ONNXRUNTIME_GPU_VERSION wins over the table's wheel file."""
+    monkeypatch.setenv("ONNXRUNTIME_GPU_VERSION", "1.17.1")
+    r = setup_sh(
+        tmp_path, "agx-orin-32gb-jp60", "--dry-run", "--onnx-index", "https://x.example/simple"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "onnxruntime-gpu==1.17.1  from https://x.example/simple" in r.stdout
+    assert "--index-url https://x.example/simple" in r.stdout
+    assert "nvidia.box.com" not in r.stdout and "curl" not in r.stdout
 
 
 def _tree_with_release(tmp_path: Path, line: str) -> Path:
@@ -189,7 +208,7 @@ def test_an_unknown_newer_l4t_is_planned_by_rule(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "L4T:     36.6.0   JetPack: 6.x" in r.stdout
     assert "not in the L4T table" in r.stdout
-    assert "onnxruntime-gpu==1.21.0" in r.stdout
+    assert "onnxruntime-gpu==1.23.0" in r.stdout
 
 
 def test_r38_is_thor_only(tmp_path):
@@ -268,7 +287,7 @@ def test_force_on_an_unsupported_l4t_plans_with_the_l4t_36_4_row(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "L4T:     32.7.4   JetPack: 4.x" in r.stdout
     assert "plan for JetPack 6.1 / 6.2.x (L4T 36.4-36.5)" in r.stdout
-    assert "onnxruntime-gpu==1.21.0  from https://pypi.jetson-ai-lab.io/jp6/cu126" in r.stdout
+    assert "onnxruntime-gpu==1.23.0  from https://pypi.jetson-ai-lab.io/jp6/cu126" in r.stdout
 
 
 def test_unknown_option_says_what_to_do(tmp_path):

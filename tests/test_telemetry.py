@@ -174,13 +174,33 @@ def test_gr3d_with_frequencies_is_a_real_load():
     assert idle.gpu_load == 0.0
 
 
-def test_tegrastats_jp7_line_three_values_per_rail():
-    _, busy = (parse_line(x) for x in _lines("jp7"))
-    assert busy.rails == pytest.approx(
-        {"VDD_GPU": 31.405, "VDD_CPU_SOC_MSS": 9.021, "VIN_SYS_5V0": 5.105}
+def test_tegrastats_jp7_line_from_a_real_agx_orin():
+    """Real L4T 39.2 (JetPack 7.2) AGX Orin 64GB devkit line, run as root (fixture README)."""
+    (line,) = _lines("jp7")
+    r = parse_line(line)
+    # the same three rails as on JetPack 6, now instant/average/peak: the instant one counts
+    assert r.rails == pytest.approx({"VDD_GPU_SOC": 5.139, "VDD_CPU_CV": 3.268, "VIN_SYS_5V0": 5.5})
+    assert r.power_label == MODULE_SUM_LABEL and r.power_w == pytest.approx(13.907)
+    # temperatures print "now/peak" (cpu@52.968C/52.968C); this board prints no tj@
+    assert r.temps == pytest.approx({"cpu": 52.968, "soc2": 48.406, "soc0": 49.531, "gpu": 47.625})
+    assert r.gpu_load == 12.0 and r.gpu_freq == 1_300_000_000  # GR3D_FREQ 12%@[1300,1300]
+    assert r.mem_used == 20642 * 1024 * 1024  # no SWAP field on this line
+    assert r.cpu_percent == pytest.approx(191 / 12)  # 12 cores online (MAXN), none "off"
+    # "off" engines (NVENC0 off, PVA0_FREQ off) and APE 174 are neither rails nor temps
+    assert not {"NVENC0", "PVA0_FREQ", "APE", "EMC_FREQ"} & (set(r.rails) | set(r.temps))
+
+
+def test_tegrastats_jp7_takes_the_instant_value_not_the_peak():
+    """The JetPack 7 layout with values that differ (hand-written, not a board's line): the
+    first number of a rail is the instant one and a temperature's first is the current one."""
+    r = parse_line(
+        "RAM 1803/7486MB (lfb 8x4MB) CPU [64%@729,0%@729] GR3D_FREQ 12%@[306] "
+        "cpu@47.562C/48C tj@48C/48.125C VDD_IN 4093mW/4463mW/4832mW "
+        "VDD_CPU_GPU_CV 802mW/1019mW/1236mW VDD_SOC 1243mW/1340mW/1437mW"
     )
-    assert busy.gpu_freq == 1_575_000_000 and busy.gpu_load == 96.0
-    assert busy.temps["soc012"] == pytest.approx(51.25)
+    assert r.temps == pytest.approx({"cpu": 47.562, "tj": 48.0})
+    assert r.rails == pytest.approx({"VDD_IN": 4.093, "VDD_CPU_GPU_CV": 0.802, "VDD_SOC": 1.243})
+    assert r.power_label == "VDD_IN" and r.power_w == pytest.approx(4.093)
 
 
 def test_tegrastats_old_unitless_rails_and_no_ram_as_rail():

@@ -243,11 +243,17 @@ def check_onnxruntime(info: DeviceInfo, deep: bool, probes: Probes) -> Check:
     pkg = probes.find_package("onnxruntime")
     # The wheel and its index depend on the L4T release: the same table setup.sh reads.
     stack = _stack(info)
-    jetson_fix = "run jetson/setup.sh (installs onnxruntime-gpu from the Jetson wheel index)"
+    jetson_fix = "run jetson/setup.sh (installs the onnxruntime-gpu build for this L4T release)"
     if stack is not None and stack.ort_version and stack.ort_index:
         jetson_fix += (
             ", or: pip uninstall -y onnxruntime && pip install "
             f"onnxruntime-gpu=={stack.ort_version} --index-url {stack.ort_index}"
+        )
+    elif stack is not None and stack.ort_version and stack.ort_wheel_url:
+        # No index carries this build: pip needs the file under its wheel name to read its tags.
+        jetson_fix += (
+            f", or: download {stack.ort_wheel_url} as {stack.ort_wheel_file}, then "
+            f"pip uninstall -y onnxruntime && pip install ./{stack.ort_wheel_file}"
         )
     elif stack is not None:
         jetson_fix = f"onnxruntime-gpu: {stack.ort_note}"

@@ -69,6 +69,8 @@ def shell_vars(
             "STACK_SYSTEM_PYTHON": s(stack.system_python if stack else None),
             "ORT_VERSION": s(stack.ort_version if stack else None),
             "ORT_INDEX": s(stack.ort_index if stack else None),
+            "ORT_WHEEL_URL": s(stack.ort_wheel_url if stack else None),
+            "ORT_WHEEL_FILE": s(stack.ort_wheel_file if stack else None),
             "ORT_NOTE": s(stack.ort_note if stack else None),
             "ORT_NUMPY": s(stack.ort_numpy if stack else None),
             "CUDA_PYTHON_VERSION": s(stack.cuda_python if stack else None),

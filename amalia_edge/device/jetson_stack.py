@@ -12,8 +12,37 @@ rule in :func:`stack_for`), each with a note saying so.
 Sources, cited per row:
 
 * [jc-ort] dusty-nv/jetson-containers packages/ml/onnxruntime/config.py: onnxruntime 1.16.3
-  for L4T ``==35.*``; 1.17 for ``>=36`` with CUDA ``<=12.2``; 1.21 is the default for
-  CUDA 12.6 (``>=cu126``, below 12.8).
+  for L4T ``==35.*``; 1.17 for ``>=36`` with CUDA ``<=12.2``; 1.22-1.24 for CUDA >= 12.6
+  (dusty-nv/jetson-containers@a36ac890560c1b86ffeb7490fe52c35df02b2574).
+* [ort-126] onnxruntime-gpu 1.23.0 for Python 3.10 on the ``jp6/cu126`` index, seen as the
+  index's own content-addressed file
+  ``https://pypi.jetson-ai-lab.io/jp6/cu126/+f/4eb/e6a8902dc7708/onnxruntime_gpu-1.23.0-cp310-cp310-linux_aarch64.whl``
+  (sha256 ``4ebe6a8902dc7708434b2e1541b3fe629ebf434e16ab5537d1d6a622b42c622b``) in several
+  public install scripts for JetPack 6.2 boards, one recording that it loads with the
+  TensorRT and CUDA providers on a JetPack 6 board (the index itself was not reachable from
+  here to list it).
+  1.21.0 was the earlier pin, taken from jetson-containers' recipes: no file of it on the
+  index was found anywhere, so it is not used. 1.23.0 was reported missing in July 2025
+  (ultralytics/ultralytics issue #21463) and was built for ``jp6/cu126`` by September 2025
+  (dusty-nv/jetson-containers issue #1403). The index is not stable (packages vanished from
+  ``jp6/cu126`` for days in October 2025: dusty-nv/jetson-containers issue #1462), hence the
+  ``--onnx-index``/``ONNXRUNTIME_GPU_VERSION`` override. Older: 1.22.0 on the same channel of
+  the former host, ``https://pypi.jetson-ai-lab.dev/jp6/cu126/+f/869/e41abdc35e093/onnxruntime_gpu-1.22.0-cp310-cp310-linux_aarch64.whl``
+  (Seeed-Studio/wiki-documents@e40fa9e30649f995e70d2d96b1119f7b1a9a4db6:sites/en/docs/Edge/NVIDIA_Jetson/Application/Computer_Vision/Multi-GMSL_Cameras_for_Real-Time_Object_Detection_and_3D_Reconstruction_on_Jetson_AGX_Orin.md,
+  for JetPack 6.2 on an AGX Orin).
+* [ort-zoo] onnxruntime-gpu 1.17.0 for JetPack 6.0 (CUDA 12.2, Python 3.10) from NVIDIA's
+  Jetson Zoo (https://elinux.org/Jetson_Zoo#ONNX_Runtime, where ONNX Runtime's maintainers
+  send JetPack users: microsoft/onnxruntime issue #21232), as jetson-containers downloaded it
+  for L4T 36: ``https://nvidia.box.com/shared/static/i7n40ki3pl2x57vyn4u7e9asyiqlnl7n.whl``
+  saved as ``onnxruntime_gpu-1.17.0-cp310-cp310-linux_aarch64.whl``
+  (dusty-nv/jetson-containers@7a22b5266219dd4a2db1b771878583021ae92ea8:packages/onnxruntime/config.py).
+  Not the ``jp6/cu122`` index any more: the same 1.17.0 wheel was a file of that channel on
+  the index's first host (``http://jetson.webredirect.org/jp6/cu122/+f/54d/5094104195427/...``,
+  sha256 ``54d509410419542764627aebf6542734a7c5b4d260ad0860b650e05f38b1b47a``, in public
+  install scripts; dusty-nv/jetson-containers issue #1404 ties that host to the index), but
+  the channels listed on pypi.jetson-ai-lab.io in September 2026 are ``jp6/cu126``,
+  ``jp6/cu128``, ``jp6/cu129`` and ``sbsa/cu130`` (mirrorz-org/mirrorz-docs pull request
+  #62, documenting a mirror of it), with no ``jp6/cu122``.
 * [jc-cp] jetson-containers packages/cuda/cuda-python/config.py: cuda-python 11.4 for
   JetPack 5, 12.x (matching CUDA) for JetPack 6.
 * [jc-cuda] jetson-containers jetson_containers/l4t_version.py get_cuda_version(): CUDA 12.2
@@ -23,10 +52,17 @@ Sources, cited per row:
   (jetson_release on L4T 36.4.3 prints CUDA 12.6.68, TensorRT 10.3.0.30).
 * [jp5] JetPack 5.1.x: CUDA 11.4, TensorRT 8.5.2 (jetson_release on L4T 35.6.0 prints
   TensorRT 8.5.2.2), Ubuntu 20.04 with Python 3.8.
-* [jp7.2] JetPack 7.2 (L4T 39.2): CUDA 13.2, TensorRT 10.16, Ubuntu 24.04 with Python 3.12
-  (jetson_release on L4T 39.2.0 prints CUDA 13.2.86, TensorRT 10.16.2.10, Python 3.12.3);
-  NVIDIA staff point JetPack 7.2 users at the ``sbsa/cu130`` index (forum thread 372521),
-  whose onnxruntime-gpu builds were not confirmed for Orin.
+* [jp7.2] JetPack 7.2 (L4T 39.2): CUDA 13.2, TensorRT 10.16, Ubuntu 24.04 with Python 3.12:
+  OE4T/meta-tegra pull request #2224 (NVIDIA: "JetPack 7.2 / L4T R39.2.0 support: both Orin
+  and Thor", CUDA 13.2, cuDNN 9.20, TensorRT 10.16); roboflow/inference pull request #2531
+  (read off a JetPack 7.2 board: L4T 39.2.0, CUDA 13.2, cuDNN 9.20.0.46, TensorRT 10.16.2.10);
+  a real AGX Orin devkit on R39.2 runs Ubuntu 24.04, kernel 6.8.12-1021-tegra and Python
+  3.12.3 (rbonghi/jetson_stats issue #864). No onnxruntime-gpu for Orin on CUDA 13 was
+  found: NVIDIA staff point JetPack 7.2 users at the ``sbsa/cu130`` index (forum thread
+  372521), whose wheels are built for Thor/Spark only (sm_110/sm_121, no sm_87 kernels:
+  wendylabsinc/WendyOS pull request #1379, for its PyTorch wheels), and the ``jp7/cu132``
+  index was reported incomplete on an Orin Nano with JetPack 7.2, common packages missing
+  (dusty-nv/jetson-containers issue #1711); no onnxruntime-gpu wheel there was seen.
 * [pypi] cuda-python wheels on PyPI, checked with ``pip download --platform
   manylinux2014_aarch64``: 12.2.1 and 12.6.2.post1 (cp310), 13.0.3 (pure meta-package).
 """
@@ -44,9 +80,10 @@ JETSON_AI_LAB = "https://pypi.jetson-ai-lab.io"
 class JetsonStack:
     """The software stack of one L4T range and what the kit installs on it.
 
-    ``ort_version``/``ort_index`` are ``None`` when the kit skips onnxruntime-gpu there by
-    default, and ``ort_note`` says why. ``tensorrt_ok`` is False where the kit's TensorRT
-    backend cannot work, and ``tensorrt_note`` says why and what to do.
+    ``ort_version`` and ``ort_index`` (or ``ort_wheel_url``) are ``None`` when the kit skips
+    onnxruntime-gpu there by default, and ``ort_note`` says why. ``tensorrt_ok`` is False
+    where the kit's TensorRT backend cannot work, and ``tensorrt_note`` says why and what to
+    do.
     """
 
     name: str
@@ -65,6 +102,10 @@ class JetsonStack:
     tensorrt_ok: bool
     tensorrt_note: str
     source: str
+    # A wheel file to download where no index carries the build (``ort_index`` is then None):
+    # its URL, and the file name pip needs to read its tags (the URL's own name is opaque).
+    ort_wheel_url: str | None = None
+    ort_wheel_file: str | None = None
 
     def covers(self, rel: L4TRelease) -> bool:
         return rel.major == self.l4t_major and self.minor_from <= rel.minor <= self.minor_to
@@ -108,8 +149,11 @@ STACKS: tuple[JetsonStack, ...] = (
         tensorrt="8.6",
         system_python="3.10",
         ort_version="1.17.0",
-        ort_index=f"{JETSON_AI_LAB}/jp6/cu122",
-        ort_note="CUDA 12.2 build (jetson-containers builds 1.17 for L4T 36 with CUDA <= 12.2)",
+        ort_index=None,
+        ort_note=(
+            "CUDA 12.2 build from NVIDIA's Jetson Zoo (the jp6/cu122 index channel is no longer "
+            "listed); jetson-containers installs 1.17 for L4T 36 with CUDA <= 12.2"
+        ),
         # onnxruntime 1.17 (January 2024) predates NumPy 2.0 (June 2024); NumPy 2 support came
         # with onnxruntime 1.19 (its release notes).
         ort_numpy="numpy<2",
@@ -120,7 +164,9 @@ STACKS: tuple[JetsonStack, ...] = (
             "TensorRT 8.6: engines are built with an explicit-batch network and the FP16 flag "
             "(no strongly typed networks before TensorRT 9); not verified on a 6.0 board"
         ),
-        source="[jp6.0] [jc-ort] [jc-cp] [jc-cuda] [pypi]",
+        source="[jp6.0] [jc-ort] [ort-zoo] [jc-cp] [jc-cuda] [pypi]",
+        ort_wheel_url="https://nvidia.box.com/shared/static/i7n40ki3pl2x57vyn4u7e9asyiqlnl7n.whl",
+        ort_wheel_file="onnxruntime_gpu-1.17.0-cp310-cp310-linux_aarch64.whl",
     ),
     JetsonStack(
         name="JetPack 6.1 / 6.2.x (L4T 36.4-36.5)",
@@ -130,18 +176,15 @@ STACKS: tuple[JetsonStack, ...] = (
         cuda="12.6",
         tensorrt="10.3",
         system_python="3.10",
-        ort_version="1.21.0",
+        ort_version="1.23.0",
         ort_index=f"{JETSON_AI_LAB}/jp6/cu126",
-        ort_note=(
-            "CUDA 12.6 build, jetson-containers' default onnxruntime for CUDA 12.6 (1.23.0 "
-            "was reported missing from jp6/cu126)"
-        ),
+        ort_note="CUDA 12.6 build on the jp6/cu126 index (a file of it is cited in [ort-126])",
         ort_numpy=None,
         cuda_python="12.6.2.post1",
         cuda_python_note="matches JetPack 6.1+'s CUDA 12.6",
         tensorrt_ok=True,
         tensorrt_note="TensorRT 10.3: strongly typed FP16 networks",
-        source="[jp6.1] [jc-ort] [jc-cp] [jc-cuda] [pypi]",
+        source="[jp6.1] [jc-ort] [ort-126] [jc-cp] [jc-cuda] [pypi]",
     ),
     JetsonStack(
         name="JetPack 7.0 / 7.1 (L4T 38, Jetson Thor only)",

@@ -16,13 +16,30 @@ import re
 from dataclasses import dataclass
 
 # L4T release → JetPack version, one row per release with its source:
-# [jc]  dusty-nv/jetson-containers jetson_containers/l4t_version.py, get_jetpack_version()
-#       (its NVIDIA_JETPACK table, itself taken from jetson_stats' jetson_variables.py)
-# [arc] NVIDIA JetPack archive, https://developer.nvidia.com/embedded/jetpack-archive
-# [fw]  "R35.6.4 (JetPack 5.1.6)" and "R39.2.0 (JetPack 7.2)" as written by people flashing
-#       those releases (meta-tegra scarthgap-l4t-r35.x notes; Jetson flashing tool notes)
-# [7x]  the JetPack 7 rows of third-party tables read off the JetPack archive (2026-09), and
-#       jetson_stats' jetson_release on an AGX Thor printing "Jetpack 7.2 GA [L4T 39.2.0]"
+# [jc]   dusty-nv/jetson-containers jetson_containers/l4t_version.py, get_jetpack_version()
+#        (its NVIDIA_JETPACK table, itself taken from jetson_stats' jetson_variables.py)
+# [arc]  NVIDIA JetPack archive, https://developer.nvidia.com/embedded/jetpack-archive
+# [jc64] dusty-nv/jetson-containers pull request #1676, "add R35.6.4 to version list", linking
+#        https://developer.nvidia.com/embedded/jetson-linux-r3564 (with JetPack 5.1.6,
+#        https://developer.nvidia.com/embedded/jetpack-sdk-516); jetson_stats pull request #829
+# [js791] rbonghi/jetson_stats issue #791: an Orin Nano devkit whose /etc/nv_tegra_release reads
+#        "R36 (release), REVISION: 4.7" with `nvidia-jetpack` 6.2.1 installed (dpkg -l)
+# [365]  rbonghi/jetson_stats pull request #803, "L4T 36.5.0 is JetPack 6.2.2" (citing the
+#        JetPack archive); NVIDIA forum announcement "JetPack 6.2.2 / Jetson Linux 36.5 is now
+#        live", https://forums.developer.nvidia.com/t/jetpack-6-2-2-jetson-linux-36-5-is-now-live/359622
+# [3652] anduril/jetpack-nixos pull request #541, "Bump JetPack 6 from JP6.2.2 / L4T 36.5.0 to
+#        JP6.2.3 / L4T 36.5.2", tested on AGX Orin, Orin NX and Orin Nano devkits
+# [jp70] NVIDIA, "JetPack 7.0 with Jetson Linux 38.2/38.2.1",
+#        https://developer.nvidia.com/embedded/jetpack/downloads/archive-7.0
+# [jp71] NVIDIA, "JetPack 7.1 with Jetson Linux 38.4",
+#        https://developer.nvidia.com/embedded/jetpack/downloads/archive-7.1; jetson_stats pull
+#        request #792 ("L4T r38.4 should be 7.1", citing the JetPack archive)
+# [jp72] OE4T/meta-tegra pull requests #2224 ("JetPack 7.2 / L4T R39.2.0 support: both Orin and
+#        Thor are supported", by NVIDIA, which co-maintains meta-tegra from JetPack 7.2) and
+#        #2281 ("Update to L4T R39.2.0/JetPack 7.2"); anduril/jetpack-nixos pull request #510
+#        ("Update JetPack 7 to 7.2 (L4T r39.2) and enable JetPack 7 Orin"); a real AGX Orin
+#        devkit on "R39 (release), REVISION: 2.0" (rbonghi/jetson_stats issue #864)
+# [721]  OE4T/meta-tegra pull request #2339, "Update to JetPack 7.2.1/L4T R39.2.1"
 L4T_TO_JETPACK: dict[str, str] = {
     "35.1.0": "5.0.2",  # [jc] [arc]
     "35.2.1": "5.1",  # [jc] [arc]
@@ -33,31 +50,36 @@ L4T_TO_JETPACK: dict[str, str] = {
     "35.6.1": "5.1.5",  # [jc] [arc]
     "35.6.2": "5.1.5",  # [jc] (security update of 5.1.5)
     # 35.6.3: no source found; the major rule gives "5.x".
-    "35.6.4": "5.1.6",  # [fw]
+    "35.6.4": "5.1.6",  # [jc64]
     "36.2.0": "6.0 DP",  # [jc] [arc]
     "36.3.0": "6.0",  # [jc] [arc]
     "36.4.0": "6.1",  # [jc] [arc]
     "36.4.2": "6.1.1",  # [jc]
     "36.4.3": "6.2",  # [jc] [arc] (adds Orin Nano/NX "super" modes)
     "36.4.4": "6.2.1",  # [jc] [arc]
-    "36.4.7": "6.2.1",  # [jc] (jetson_stats issues #768/#797: boards report L4T 36.4.7)
-    "36.5.0": "6.2.2",  # [7x]
+    "36.4.7": "6.2.1",  # [jc] [js791]
+    "36.5.0": "6.2.2",  # [365]
+    "36.5.2": "6.2.3",  # [3652]
     # JetPack 7.0 and 7.1 (L4T r38) support only Jetson Thor; Orin returns with r39 (7.2).
     "38.1.0": "7.0 EA",  # [jc]
-    "38.2.0": "7.0",  # [jc] [7x]
-    "38.2.1": "7.0",  # [7x]
+    "38.2.0": "7.0",  # [jc] [jp70]
+    "38.2.1": "7.0",  # [jp70]
     "38.2.2": "7.0",  # [jc]
     "38.3.0": "7.1",  # [jc]
-    "38.4.0": "7.1",  # [7x]
-    "39.2.0": "7.2",  # [7x] [fw]
-    "39.2.1": "7.2.1",  # [7x] (r39.2.1 release notes on docs.nvidia.com)
+    "38.4.0": "7.1",  # [jp71]
+    "39.2.0": "7.2",  # [jp72]
+    "39.2.1": "7.2.1",  # [721]
 }
 
 # L4T major → JetPack major, for releases the table does not list. [jc] [arc]
 L4T_MAJOR_TO_JETPACK_MAJOR: dict[int, int] = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7, 39: 7}
 
 # L4T majors whose releases run on Jetson Thor only (JetPack 7.0/7.1): an Orin cannot boot
-# them, and this kit (built for Orin's sm_87) does not target Thor. [jc] get_cuda_arch()
+# them, and this kit (built for Orin's sm_87) does not target Thor. [jc] get_cuda_arch();
+# NVIDIA's r38.4 Developer Guide: "Version 38.4 of Jetson Linux does not support the Jetson
+# Orin product family" (https://docs.nvidia.com/jetson/archives/r38.4/DeveloperGuide/), while
+# the r39.2 guide has a "Jetson AGX Orin, Orin NX, and Orin Nano Boot Flow" section again
+# (https://docs.nvidia.com/jetson/archives/r39.2/DeveloperGuide/).
 THOR_ONLY_L4T_MAJORS: frozenset[int] = frozenset({38})
 
 _RELEASE_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")

@@ -13,10 +13,12 @@ fixtures in ``tests/fixtures/telemetry/tegrastats_*.txt`` hold one example per r
   read the GPU, i.e. when it is not run as root (the real L4T 36.4 line above was taken by a
   user; lines run with ``sudo tegrastats`` carry ``GR3D_FREQ 14%@[407,407]``). It means
   "GPU load unknown", not "idle": the load is left ``None``.
-* L4T r38 (JetPack 7.0/7.1, Jetson Thor only; Orin gets JetPack 7 with r39): rails with
-  three values (``VDD_GPU 1234mW/1100mW/2048mW``: instant/average/peak); ``GR3D_FREQ`` with
-  one ``%@[...]`` frequency per GPC. The fixture's layout is as described for r38; no real
-  line was available.
+* JetPack 7.2 (L4T r39, the first JetPack 7 for Orin; r38 is Jetson Thor only): rails with
+  three values (``VDD_GPU_SOC 5139mW/5139mW/5139mW``: instant/average/peak) and temperatures
+  with two (``cpu@52.968C/52.968C``: now/peak); the first value is the one read. The AGX
+  Orin prints the same three rails as on JetPack 6, no ``tj@`` and, without swap, no
+  ``SWAP`` field. The fixture is a real AGX Orin 64GB devkit line on L4T R39.2 (from
+  jetson_stats' tests), run as root: ``GR3D_FREQ 12%@[1300,1300]``.
 * L4T r32 (JetPack 4) rails without units (``POM_5V_IN 2545/2547``) still parse.
 
 Sources: NVIDIA Jetson Linux Developer Guide, "tegrastats Utility" (reported statistics table);
