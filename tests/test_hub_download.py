@@ -241,6 +241,29 @@ def test_a_rerun_of_quantize_resumes_the_partial_file_by_range(
     assert (out / "manifest.json").is_file()
 
 
+def test_the_partial_file_alone_marks_the_snapshot_unfinished(
+    hub: FakeHub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """huggingface_hub 1.x has no IncompleteSnapshotError: the partial weight file left in the
+    cache is then what tells the next run that the cached snapshot is not finished."""
+    from amalia_edge.checkpoint import hub as hub_module
+
+    data = hub.files[BIG]
+    kept = _give_up_on_big(hub, capsys, tmp_path / "out")
+
+    class _Never(Exception):
+        pass
+
+    monkeypatch.setattr(hub_module, "_incomplete_error", lambda _errors: _Never)
+    ckpt = open_checkpoint("org/tiny")
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith(BIG)]
+    assert ranges == [f"bytes={kept}-"]
+    assert (ckpt.path / BIG).read_bytes() == data
+
+
 def test_a_partial_file_that_does_not_match_is_fetched_again(
     hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -187,7 +187,9 @@ def _interrupted(repo_id: str) -> bool:
     snapshot misses files we download. Local only."""
     name, _, revision = repo_id.partition("@")
     blobs = hub_cache_dir() / ("models--" + name.replace("/", "--")) / "blobs"
-    if blobs.is_dir() and any(blobs.glob("*.incomplete")):
+    # ours are <etag>.incomplete; huggingface_hub's own <etag>.<uuid>.incomplete belong to a
+    # download running now (or one killed outright) and are never resumed
+    if blobs.is_dir() and any(p.name.count(".") == 1 for p in blobs.glob("*.incomplete")):
         return True
     try:
         import huggingface_hub
