@@ -264,6 +264,18 @@ def test_the_partial_file_alone_marks_the_snapshot_unfinished(
     assert (ckpt.path / BIG).read_bytes() == data
 
 
+def test_a_stale_partial_of_another_revision_does_not_touch_the_network(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    ckpt = open_checkpoint("org/tiny")
+    (
+        tmp_path / "hf" / "hub" / "models--org--tiny" / "blobs" / ("ab" * 32 + ".incomplete")
+    ).write_bytes(b"left by an interrupted download of an older commit")
+    hub.requests.clear()
+    assert open_checkpoint("org/tiny").path == ckpt.path
+    assert hub.requests == []
+
+
 def test_a_partial_file_that_does_not_match_is_fetched_again(
     hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

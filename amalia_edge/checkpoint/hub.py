@@ -27,6 +27,7 @@ holding ``refs/<branch>`` (a commit hash) and ``snapshots/<commit>/`` (symlinks 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -164,7 +165,7 @@ def resolve_or_download(repo_id: str, *, progress: bool = True) -> Path:
             return download_repo(repo_id, progress=progress)
         except HubUnreachableError:
             raise not_cached from None
-    if not hub_offline() and _interrupted(repo_id):
+    if not hub_offline() and _interrupted(repo_id, snapshot):
         log.info("%s: the cached snapshot is incomplete; resuming its download", repo_id)
         return download_repo(repo_id, progress=progress)
     return snapshot
@@ -181,15 +182,20 @@ def _download_kwargs(revision: str) -> dict[str, Any]:
     }
 
 
-def _interrupted(repo_id: str) -> bool:
-    """Whether an earlier download of ``repo_id`` stopped part-way: a partial weight file is
-    left in the cache, or huggingface_hub's own file listing (cached at download time) says the
-    snapshot misses files we download. Local only."""
+def _interrupted(repo_id: str, snapshot: Path) -> bool:
+    """Whether an earlier download of ``repo_id`` stopped part-way: the snapshot misses weight
+    files while a partial one is left in the cache, or huggingface_hub's own file listing
+    (cached at download time) says the snapshot misses files we download. Local only."""
     name, _, revision = repo_id.partition("@")
     blobs = hub_cache_dir() / ("models--" + name.replace("/", "--")) / "blobs"
     # ours are <etag>.incomplete; huggingface_hub's own <etag>.<uuid>.incomplete belong to a
-    # download running now (or one killed outright) and are never resumed
-    if blobs.is_dir() and any(p.name.count(".") == 1 for p in blobs.glob("*.incomplete")):
+    # download running now (or one killed outright) and are never resumed. A partial left from
+    # another revision does not count while this snapshot has all its weights.
+    if (
+        blobs.is_dir()
+        and any(p.name.count(".") == 1 for p in blobs.glob("*.incomplete"))
+        and _weights_missing(snapshot)
+    ):
         return True
     try:
         import huggingface_hub
@@ -204,6 +210,19 @@ def _interrupted(repo_id: str) -> bool:
     except Exception:  # not downloaded by huggingface_hub (no listing): take it as it is
         return False
     return False
+
+
+def _weights_missing(snapshot: Path) -> bool:
+    """A shard ``model.safetensors.index.json`` names is absent, or there is no index and no
+    ``*.safetensors`` file at all."""
+    index = snapshot / "model.safetensors.index.json"
+    if not index.is_file():
+        return not any(snapshot.glob("*.safetensors"))
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
+    return any(not (snapshot / str(shard)).is_file() for shard in shards)
 
 
 def download_repo(repo_id: str, *, progress: bool = True) -> Path:
