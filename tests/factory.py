@@ -103,6 +103,10 @@ class Spec:
     tokenizer_config_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     # generation_config.json eos_token_id: None = the default list [</s>, <|im_end|>]
     generation_eos: Any = None
+    # generation_config.json written as given instead (a real model's file, verbatim)
+    generation_config: dict[str, Any] | None = field(default=None, hash=False)
+    # further JSON files written verbatim, name -> content (e.g. special_tokens_map.json)
+    extra_json: dict[str, Any] = field(default_factory=dict, hash=False)
     # added tokens (SentencePiece kinds) after the tokenizer's own ids: "none" | "json"
     # (added_tokens.json) | "decoder" (tokenizer_config.json added_tokens_decoder) | "both"
     added_tokens: str = "none"
@@ -474,7 +478,11 @@ def _write_tokenizer(spec: Spec, out: Path) -> tuple[int, dict[str, int]]:
     if spec.generation_eos is not None:
         gen_eos = spec.generation_eos
     gen = {"bos_token_id": ids["bos_token_id"], "eos_token_id": gen_eos, "do_sample": False}
+    if spec.generation_config is not None:
+        gen = spec.generation_config
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
+    for name, content in spec.extra_json.items():
+        (out / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
     return n, ids
 
 

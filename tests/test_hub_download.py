@@ -197,25 +197,97 @@ def test_interrupted_download_resumes_where_it_stopped(hub: FakeHub) -> None:
     assert (ckpt.path / BIG).read_bytes() == hub.files[BIG]
 
 
-def test_a_run_that_gives_up_is_one_line_and_the_next_run_completes(hub: FakeHub) -> None:
+def _give_up_on_big(hub: FakeHub, capsys: pytest.CaptureFixture[str], out: Path) -> int:
+    """A ``quantize org/tiny`` run whose download of BIG stops a third of the way and then
+    gets nothing on each of the client's 5 retries, so it gives up; returns the bytes kept."""
+    from amalia_edge.cli import main
+
     size = len(hub.files[BIG])
-    # The body stops after a third, then every retry gets nothing: the client retries 5
-    # times without progress, then gives up.
     hub.cuts = [size // 3] + [0] * 5
-    with pytest.raises(CheckpointError, match="run the same command again to resume") as e:
-        open_checkpoint("org/tiny")
-    assert "\n" not in str(e.value)
+    rc = main(["quantize", "org/tiny", "--out", str(out), "--gguf", "f16"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "run the same command again to resume" in err, err
+    assert "Traceback" not in err and not out.exists()
+    kept = size // 3 // CHUNK * CHUNK  # whole chunks the client wrote before the cut
     ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith(BIG)]
-    kept = size // 3 // CHUNK * CHUNK
-    assert ranges == [None] + [f"bytes={kept}-"] * 5
-    # The partial snapshot left in the cache is not taken for a complete one: the next run
-    # notices (from the client's cached file listing) and fetches what is missing.
-    # (huggingface_hub 2.x downloads into per-process temporaries, so this fetch restarts
-    # the file; within one run, resumption is by Range as above.)
+    assert ranges == [None] + [f"bytes={kept}-"] * 5  # resumed within the run, then gave up
     hub.requests.clear()
+    return kept
+
+
+def test_a_rerun_of_quantize_resumes_the_partial_file_by_range(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from amalia_edge.cli import main
+
+    data = hub.files[BIG]
+    out = tmp_path / "out"
+    kept = _give_up_on_big(hub, capsys, out)
+    # The failed run leaves its bytes where the next run looks for them (huggingface_hub 2.x
+    # itself deletes its per-process temporary, so on its own a new run starts from zero).
+    blobs = tmp_path / "hf" / "hub" / "models--org--tiny" / "blobs"
+    etag = hashlib.sha256(data).hexdigest()  # the ETag FakeHub sends, as the Hub does for LFS
+    assert (blobs / f"{etag}.incomplete").read_bytes() == data[:kept]
+    rc = main(["quantize", "org/tiny", "--out", str(out), "--gguf", "f16"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith(BIG)]
+    assert ranges == [f"bytes={kept}-"]  # the second run asks only for the rest
+    assert _fetched(hub) == {BIG}  # the small files were complete after the first run
+    snap = blobs.parent / "snapshots" / COMMIT
+    assert (snap / BIG).read_bytes() == data
+    assert (snap / BIG).resolve() == blobs / etag
+    assert not list(blobs.glob("*.incomplete"))
+    assert (out / "manifest.json").is_file()
+
+
+def test_the_partial_file_alone_marks_the_snapshot_unfinished(
+    hub: FakeHub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """huggingface_hub 1.x has no IncompleteSnapshotError: the partial weight file left in the
+    cache is then what tells the next run that the cached snapshot is not finished."""
+    from amalia_edge.checkpoint import hub as hub_module
+
+    data = hub.files[BIG]
+    kept = _give_up_on_big(hub, capsys, tmp_path / "out")
+
+    class _Never(Exception):
+        pass
+
+    monkeypatch.setattr(hub_module, "_incomplete_error", lambda _errors: _Never)
     ckpt = open_checkpoint("org/tiny")
-    assert _fetched(hub) == {BIG}
-    assert (ckpt.path / BIG).read_bytes() == hub.files[BIG]
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith(BIG)]
+    assert ranges == [f"bytes={kept}-"]
+    assert (ckpt.path / BIG).read_bytes() == data
+
+
+def test_a_stale_partial_of_another_revision_does_not_touch_the_network(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    ckpt = open_checkpoint("org/tiny")
+    (
+        tmp_path / "hf" / "hub" / "models--org--tiny" / "blobs" / ("ab" * 32 + ".incomplete")
+    ).write_bytes(b"left by an interrupted download of an older commit")
+    hub.requests.clear()
+    assert open_checkpoint("org/tiny").path == ckpt.path
+    assert hub.requests == []
+
+
+def test_a_partial_file_that_does_not_match_is_fetched_again(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = hub.files[BIG]
+    kept = _give_up_on_big(hub, capsys, tmp_path / "out")
+    etag = hashlib.sha256(data).hexdigest()
+    part = tmp_path / "hf" / "hub" / "models--org--tiny" / "blobs" / f"{etag}.incomplete"
+    part.write_bytes(bytes(kept))  # damaged while the run was stopped
+    ckpt = open_checkpoint("org/tiny")
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith(BIG)]
+    assert ranges == [f"bytes={kept}-", None]  # resumed, failed the SHA-256, started over
+    assert (ckpt.path / BIG).read_bytes() == data
 
 
 @pytest.mark.parametrize(

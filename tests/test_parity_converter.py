@@ -86,18 +86,40 @@ VARIANTS: dict[str, Variant] = {
 
 # The real EuroLLM Instruct files, scaled down only in width and depth (hidden size, head size,
 # FFN size, layer count); everything else, the 128000-entry vocabulary included, is as
-# published. Sources (Hugging Face Hub):
-# * EuroLLM-1.7B-Instruct config.json, utter-project/EuroLLM-1.7B-Instruct@c0043115 (and its
-#   generation_config.json @f7789a3a: bos 1, eos 2 (</s>), do_sample true);
-# * EuroLLM-9B-Instruct config.json as copied with "_name_or_path":
-#   "utter-project/EuroLLM-9B-Instruct" into cortecs/EuroLLM-9B-Instruct-FP8-Dynamic and
-#   stelterlab/EuroLLM-9B-Instruct-AWQ (head_dim 128, 42 layers, 32/8 heads, FFN 12288); its
-#   generation_config.json as copied into jncraton/EuroLLM-9B-Instruct-ct2-int8 (eos 4);
-# * tokenizer: the GGUF llama.cpp's converter made of EuroLLM-9B-Instruct (ollama
-#   alibayram/erurollm-9b-instruct metadata): tokens <unk> <s> </s> <|im_start|> <|im_end|>
-#   ..., bos 1, eos 4, pad 2, unk 0, add_bos true, add_eos false, add_space_prefix false, so
-#   tokenizer_config.json says eos_token <|im_end|>, pad_token </s>, add_prefix_space false.
-#   The exact template text is not reproduced: ChatML with those markers, as the model card.
+# published. Sources, field by field (Hub pages as stored; "copy" = a third-party repo that
+# re-uploaded the original file, cited where the original page was not found):
+# * EuroLLM-1.7B-Instruct config.json: https://huggingface.co/utter-project/
+#   EuroLLM-1.7B-Instruct/blob/c00431158750cc7f03f668bd4faec98bb68bc18f/config.json (later
+#   revisions, e.g. cd9ed37, only add "mlp_bias": false and change transformers_version);
+# * EuroLLM-1.7B-Instruct generation_config.json, verbatim: https://huggingface.co/
+#   utter-project/EuroLLM-1.7B-Instruct/blob/f7789a3a43fc9bf7b3fe7a2baa0d180821ea891f/
+#   generation_config.json (bos 1, eos 2 = </s>, do_sample true, 4.40.0.dev0);
+# * EuroLLM-1.7B-Instruct special_tokens_map.json, verbatim: https://huggingface.co/
+#   utter-project/EuroLLM-1.7B-Instruct/blob/refs%2Fpr%2F5/special_tokens_map.json (commit
+#   43d767a; 443 bytes, the size main@d68ee98 lists): eos <|im_end|>, pad "</s>" (a string);
+# * EuroLLM-9B-Instruct config.json: copy in https://huggingface.co/stelterlab/
+#   EuroLLM-9B-Instruct-AWQ/blob/cfe7eb5f610442ae8ed80e0f7282abe5f1aa9d51/config.json
+#   ("_name_or_path": .../models--utter-project--EuroLLM-9B-Instruct/snapshots/880ffbd6...;
+#   head_dim 128, 42 layers, 32/8 heads, FFN 12288, mlp_bias false; its torch_dtype and
+#   quantization_config are AWQ's; bfloat16 here, the precision the model card states);
+# * EuroLLM-9B-Instruct generation_config.json, verbatim: copy in https://huggingface.co/
+#   jncraton/EuroLLM-9B-Instruct-ct2-int8/blob/362893858bd16e2b64421b9516a475538e4a15a0/
+#   generation_config.json (132 bytes, as cortecs/EuroLLM-9B-Instruct-FP8-Dynamic's copy):
+#   bos_token_id 3 (<|im_start|>, not config.json's 1), eos 4, do_sample true;
+# * EuroLLM-9B-Instruct special_tokens_map.json, verbatim: copy in https://huggingface.co/
+#   cortecs/EuroLLM-9B-Instruct-FP8-Dynamic/blob/main/special_tokens_map.json (commit 6f32845):
+#   bos <s>, eos <|im_end|>, pad </s>, unk <unk>;
+# * tokenizer_config.json (both models; 47.3 kB for 1.7B-Instruct@d68ee98 and cortecs' 9B
+#   copy): NOT FOUND in any source available here. Its values below are inferred: eos_token
+#   <|im_end|> and pad_token </s> agree with special_tokens_map.json above; add_bos_token
+#   true, add_eos_token false and add_prefix_space false from the GGUF llama.cpp's converter
+#   made of EuroLLM-9B-Instruct (ollama alibayram/erurollm-9b-instruct metadata: add_bos
+#   true, add_eos false, add_space_prefix false, which the converter pip installs writes
+#   only from tokenizer_config.json's add_prefix_space, conversion/llama.py). The template is
+#   not reproduced: ChatML with those markers, as the model card's example shows.
+#   Caveat: the base EuroLLM-9B's tokenizer.json (copy in huggingface.co/Alignment-Lab-AI/
+#   nnn-3 commit 9af1f06) prepends "▁" in its normalizer; transformers rebuilds the fast
+#   tokenizer from tokenizer.model when add_prefix_space is set, so it does not settle that.
 EUROLLM_COMMON = {
     "architectures": ["LlamaForCausalLM"],
     "attention_bias": False,
@@ -115,6 +137,8 @@ EUROLLM_COMMON = {
     "torch_dtype": "bfloat16",
     "vocab_size": 128000,
 }
+# special_tokens_map.json's per-token flags, as in both files cited above
+SPECIAL = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
 EUROLLM_TOKENIZER = {
     "eos_token": "<|im_end|>",
     "pad_token": "</s>",
@@ -140,7 +164,21 @@ EUROLLM_1_7B = {
         "head_dim": factory.ABSENT,  # the 1.7B config has no head_dim key
     },
     "tokenizer_config_overrides": EUROLLM_TOKENIZER,
-    "generation_eos": 2,
+    "generation_config": {
+        "_from_model_config": True,
+        "bos_token_id": 1,
+        "do_sample": True,
+        "eos_token_id": 2,
+        "transformers_version": "4.40.0.dev0",
+    },
+    "extra_json": {
+        "special_tokens_map.json": {
+            "bos_token": {**SPECIAL, "content": "<s>"},
+            "eos_token": {**SPECIAL, "content": "<|im_end|>"},
+            "pad_token": "</s>",
+            "unk_token": {**SPECIAL, "content": "<unk>"},
+        }
+    },
 }
 EUROLLM_9B = {
     "tokenizer": "spm-eurollm",
@@ -161,7 +199,21 @@ EUROLLM_9B = {
         "transformers_version": "4.46.1",
     },
     "tokenizer_config_overrides": EUROLLM_TOKENIZER,
-    "generation_eos": 4,
+    "generation_config": {
+        "_from_model_config": True,
+        "bos_token_id": 3,
+        "do_sample": True,
+        "eos_token_id": 4,
+        "transformers_version": "4.44.2",
+    },
+    "extra_json": {
+        "special_tokens_map.json": {
+            "bos_token": {**SPECIAL, "content": "<s>"},
+            "eos_token": {**SPECIAL, "content": "<|im_end|>"},
+            "pad_token": {**SPECIAL, "content": "</s>"},
+            "unk_token": {**SPECIAL, "content": "<unk>"},
+        }
+    },
 }
 VARIANTS["eurollm-1.7b-instruct"] = Variant(EUROLLM_1_7B, "bf16")
 VARIANTS["eurollm-9b-instruct"] = Variant(EUROLLM_9B, "bf16")

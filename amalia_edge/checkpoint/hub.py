@@ -2,8 +2,20 @@
 
 :func:`resolve_repo_id` reads the cache offline (no network, no huggingface_hub).
 :func:`download_repo` fetches a repo that is not cached with ``huggingface_hub``'s
-``snapshot_download`` (only :data:`ALLOW_PATTERNS`, resumable, into the same cache) unless
+``snapshot_download`` (only :data:`ALLOW_PATTERNS`, into the same cache) unless
 ``HF_HUB_OFFLINE`` is set; :func:`resolve_or_download` is what ``open_checkpoint`` calls.
+
+Resuming across runs: huggingface_hub 2.x downloads each file into a per-process temporary
+(``blobs/<etag>.<uuid>.incomplete``) and deletes it when the download fails
+(``file_download._download_to_tmp_and_move``), so it resumes (HTTP Range) only within one call;
+a new run starts the file from zero. For the weight files (``*.safetensors``, nearly all the
+bytes) we therefore keep the partial ourselves, at ``blobs/<etag>.incomplete`` (the path
+huggingface_hub 1.x resumed from), and continue it with the library's own ``http_get``
+(``resume_size`` → ``Range: bytes=N-``, its retries and progress bar) under the library's lock
+for that blob; the finished blob is checked (size; SHA-256 when resumed and the ETag is one)
+and moved into place, and ``snapshot_download`` then only links it into the snapshot. These
+files are fetched over plain HTTP (the Hub serves Xet-stored files at the same ``/resolve/``
+URL), not through ``hf_xet``, whose downloads are not resumable across runs either.
 
 Cache layout (huggingface_hub ``file_download.py``): ``<cache>/models--<org>--<name>/``
 holding ``refs/<branch>`` (a commit hash) and ``snapshots/<commit>/`` (symlinks into
@@ -14,6 +26,8 @@ holding ``refs/<branch>`` (a commit hash) and ``snapshots/<commit>/`` (symlinks 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -26,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # What conversion reads (reader.py, tokenizer.py, the model card for name and licence); no
 # pickles, no original/ consolidated copies, no other formats.
+# Fetched by :func:`_fetch_resumable` (the partial file survives a failed run).
+RESUMABLE_PATTERNS: tuple[str, ...] = ("*.safetensors",)
 ALLOW_PATTERNS: tuple[str, ...] = (
     "*.safetensors",
     "model.safetensors.index.json",
@@ -149,7 +165,7 @@ def resolve_or_download(repo_id: str, *, progress: bool = True) -> Path:
             return download_repo(repo_id, progress=progress)
         except HubUnreachableError:
             raise not_cached from None
-    if not hub_offline() and _interrupted(repo_id):
+    if not hub_offline() and _interrupted(repo_id, snapshot):
         log.info("%s: the cached snapshot is incomplete; resuming its download", repo_id)
         return download_repo(repo_id, progress=progress)
     return snapshot
@@ -166,10 +182,21 @@ def _download_kwargs(revision: str) -> dict[str, Any]:
     }
 
 
-def _interrupted(repo_id: str) -> bool:
-    """Whether huggingface_hub's own file listing (cached at download time) says the cached
-    snapshot misses files we download: an earlier download stopped part-way. Local only."""
+def _interrupted(repo_id: str, snapshot: Path) -> bool:
+    """Whether an earlier download of ``repo_id`` stopped part-way: the snapshot misses weight
+    files while a partial one is left in the cache, or huggingface_hub's own file listing
+    (cached at download time) says the snapshot misses files we download. Local only."""
     name, _, revision = repo_id.partition("@")
+    blobs = hub_cache_dir() / ("models--" + name.replace("/", "--")) / "blobs"
+    # ours are <etag>.incomplete; huggingface_hub's own <etag>.<uuid>.incomplete belong to a
+    # download running now (or one killed outright) and are never resumed. A partial left from
+    # another revision does not count while this snapshot has all its weights.
+    if (
+        blobs.is_dir()
+        and any(p.name.count(".") == 1 for p in blobs.glob("*.incomplete"))
+        and _weights_missing(snapshot)
+    ):
+        return True
     try:
         import huggingface_hub
         from huggingface_hub import errors as hub_errors
@@ -185,12 +212,28 @@ def _interrupted(repo_id: str) -> bool:
     return False
 
 
+def _weights_missing(snapshot: Path) -> bool:
+    """A shard ``model.safetensors.index.json`` names is absent, or there is no index and no
+    ``*.safetensors`` file at all."""
+    index = snapshot / "model.safetensors.index.json"
+    if not index.is_file():
+        return not any(snapshot.glob("*.safetensors"))
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
+    return any(not (snapshot / str(shard)).is_file() for shard in shards)
+
+
 def download_repo(repo_id: str, *, progress: bool = True) -> Path:
     """Download the files conversion needs of ``repo_id`` (``org/name[@revision]``) into the
     Hugging Face cache and return the snapshot directory.
 
-    Uses ``HF_ENDPOINT`` and ``HF_TOKEN`` like huggingface_hub; interrupted downloads resume
-    from the ``.incomplete`` files on the next call. Every failure is a :class:`CheckpointError`.
+    Uses ``HF_ENDPOINT`` and ``HF_TOKEN`` like huggingface_hub. Three steps: the small files
+    (and the commit, the ref and the file listing) with ``snapshot_download``; each weight file
+    with :func:`_fetch_resumable`, continuing the partial an interrupted run left; then
+    ``snapshot_download`` again, which only links the weight blobs into the snapshot. Every
+    failure is a :class:`CheckpointError`.
     """
     name, _, revision = repo_id.partition("@")
     cache = hub_cache_dir()
@@ -221,7 +264,12 @@ def download_repo(repo_id: str, *, progress: bool = True) -> Path:
         disable_progress_bars()
     log.info("downloading %s (%s) into %s", name, revision or "main", cache)
     kwargs = _download_kwargs(revision)
+    small = {**kwargs, "ignore_patterns": [*IGNORE_PATTERNS, *RESUMABLE_PATTERNS]}
     try:
+        first = huggingface_hub.snapshot_download(name, max_workers=4, **small)
+        commit = Path(first).name
+        _fetch_resumable(name, commit, cache, kwargs["endpoint"])
+        kwargs["revision"] = commit  # the same commit as the files above, whatever the ref says
         huggingface_hub.snapshot_download(name, max_workers=4, **kwargs)
         # A file that failed in a worker thread does not always reach the caller: ask the
         # client to check the snapshot against the listing it just cached.
@@ -271,6 +319,88 @@ def download_repo(repo_id: str, *, progress: bool = True) -> Path:
             fix=f"delete {snapshots.parent} from the cache and download {name} again",
         )
     return snap
+
+
+def _fetch_resumable(name: str, commit: str, cache: Path, endpoint: str) -> None:
+    """Download the weight files of ``name`` at ``commit`` into the cache's blobs, continuing
+    from ``blobs/<etag>.incomplete`` where an earlier run stopped (see the module docstring).
+    Files already in the cache are skipped; ``snapshot_download`` links them afterwards."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = [
+        f.path
+        for f in HfApi(endpoint=endpoint).list_repo_tree(name, revision=commit, recursive=True)
+        if isinstance(f, RepoFile)
+    ]
+    wanted = filter_repo_objects(
+        items=files, allow_patterns=list(RESUMABLE_PATTERNS), ignore_patterns=list(IGNORE_PATTERNS)
+    )
+    folder = cache / ("models--" + name.replace("/", "--"))
+    for filename in sorted(wanted):
+        if (folder / "snapshots" / commit / filename).exists():
+            continue
+        url = hf_hub_url(name, filename, revision=commit, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, endpoint=endpoint)
+        if not meta.etag or not _inside_name(meta.etag, allow_slash=False):
+            raise CheckpointError(
+                f"the Hub sent no usable ETag for {filename} of {name}",
+                fix="check HF_ENDPOINT points to a Hugging Face Hub",
+            )
+        _download_blob(url, folder, meta.etag, meta.size, filename)
+
+
+def _download_blob(url: str, folder: Path, etag: str, size: int | None, filename: str) -> None:
+    """``folder/blobs/<etag>`` from ``url``, resuming ``<etag>.incomplete`` by HTTP Range."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+    blob = folder / "blobs" / etag
+    part = blob.with_name(etag + ".incomplete")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    # the lock huggingface_hub's hf_hub_download takes for this blob (file_download.py)
+    lock = folder.parent / ".locks" / folder.name / f"{etag}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
+        if blob.exists():
+            return
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            if size is not None and have > size:  # not a prefix of this file
+                part.unlink()
+                have = 0
+            if have:
+                log.info("%s: resuming at byte %d of %s", filename, have, size)
+            with part.open("ab") as f:
+                http_get(
+                    url,
+                    f,
+                    resume_size=have,
+                    headers=build_hf_headers(),
+                    expected_size=size,
+                    displayed_filename=filename,
+                )
+            if not have or _sha256_matches(part, etag):
+                break
+            # The bytes kept from an earlier run do not make this file: start it over (once,
+            # since the next pass starts from zero).
+            log.warning("%s: the resumed download does not match its SHA-256; restarting", filename)
+            part.unlink()
+        os.replace(part, blob)
+
+
+def _sha256_matches(path: Path, etag: str) -> bool:
+    """Whether ``path`` hashes to ``etag`` when the ETag is a SHA-256 (the Hub's for LFS and
+    Xet files); any other ETag cannot be checked here and is taken as matching."""
+    if not re.fullmatch(r"[0-9a-f]{64}", etag):
+        return True
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest() == etag
 
 
 def _first_line(exc: BaseException) -> str:
