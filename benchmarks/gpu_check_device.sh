@@ -130,12 +130,21 @@ timeout "$(budget "$CHECK_TIMEOUT")" "$PY" benchmarks/gpu_check.py --out "$OUT/g
     --work "$WORK" ${GPU_CHECK_ARGS:-} >"$OUT/gpu_check.log" 2>&1
 log "gpu_check: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
 
-# A native crash in generation: where, in C (gdb's backtrace), if gdb is there.
-if grep -q '"signal"' "$OUT/gpu_check/gpu_check.json" 2>/dev/null && command -v gdb >/dev/null; then
-    gguf=$(ls "$WORK"/artifacts-*/*.gguf 2>/dev/null | head -1)
-    left=$(budget 90)
+# A native crash in generation: which way of loading crashes (benchmarks/gpu_crash_probe.py,
+# one child per probe), then gdb's backtrace of the CLI if gdb is there.
+if grep -q '"signal"' "$OUT/gpu_check/gpu_check.json" 2>/dev/null; then
+    gguf=$(ls "$WORK"/artifacts-*/*Q4_K_M*.gguf 2>/dev/null | head -1)
+    [ -n "$gguf" ] || gguf=$(ls "$WORK"/artifacts-*/*.gguf 2>/dev/null | head -1)
+    left=$(budget 120)
     if [ -n "$gguf" ] && [ "$left" -gt 20 ]; then
-        timeout "$left" gdb -q -batch -ex run -ex bt -ex "info sharedlibrary" --args "$PY" -m amalia_edge \
+        timeout "$left" "$PY" benchmarks/gpu_crash_probe.py "$gguf" --out "$OUT" --timeout 30 \
+            >"$OUT/gpu_crash_probe.log" 2>&1
+        log "gpu_crash_probe: exit $? ($OUT/gpu_crash_probe.md)"
+    fi
+    left=$(budget 60)
+    if [ -n "$gguf" ] && [ "$left" -gt 20 ] && command -v gdb >/dev/null; then
+        exe=$("$PY" -c "import sys; print(sys.executable)") # gdb needs the binary, not a shim
+        timeout "$left" gdb -q -batch -ex run -ex bt --args "$exe" -m amalia_edge \
             generate "$gguf" "Olá" --max-tokens 4 >"$OUT/crash_gdb.txt" 2>&1
         log "gdb backtrace of a crashing generate: exit $? ($OUT/crash_gdb.txt)"
     fi

@@ -160,3 +160,32 @@ def test_gpu_check_cpu_path_end_to_end(gpu_check, tiny_gguf, tmp_path) -> None:
     assert bench["ours"]["tg8"]["itl_p50_ms"] is not None
     md = (out / "gpu_check.md").read_text()
     assert "no NVIDIA GPU" in md and "| F16 | tg8 |" in md
+
+
+@pytest.mark.slow
+def test_gpu_crash_probe_runs_every_probe_and_reports(demo_artifacts, tmp_path) -> None:
+    """On this CPU every llama.cpp probe loads and generates (a crash here would be a bug in the
+    probe code); the NVML ones fail cleanly without a driver; the report names each probe."""
+    pytest.importorskip("llama_cpp")
+    gguf = next(demo_artifacts.glob("*-Q8_0.gguf"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_crash_probe.py"),
+            str(gguf),
+            *("--out", str(tmp_path), "--timeout", "120"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    report = json.loads((tmp_path / "gpu_crash_probe.json").read_text())
+    status = {name: r["status"] for name, r in report["probes"].items()}
+    assert len(status) == 12, status
+    assert not any(s.startswith("crashed") for s in status.values()), status
+    for name, s in status.items():
+        if "NVML" not in name:
+            assert s == "ok", (name, report["probes"][name])
+    assert proc.returncode == (0 if all(s == "ok" for s in status.values()) else 1)
+    assert "| amalia-edge generate (CLI) | ok |" in (tmp_path / "gpu_crash_probe.md").read_text()
