@@ -123,6 +123,25 @@ def _build_uses_amx(L: Any) -> bool:
         return True  # unknown: assume the build that crashed
 
 
+def _holding_the_gil(L: Any, name: str) -> Any:
+    """llama.cpp's function ``name`` called without releasing the GIL (``ctypes.PyDLL``).
+
+    Every ``ctypes.CDLL`` call releases the GIL and takes it back. When the event loop thread
+    is waiting for the GIL, a release hands it over, and the decode thread then waits for the
+    loop's whole turn (an SSE write: ~0.1 ms) even after a call of a few microseconds. Short
+    per-token calls (sampling one row) keep the GIL; ``llama_decode`` (the long one) lets go.
+    Falls back to the ordinary binding when the library cannot be opened this way."""
+    fn = getattr(L, name)
+    try:
+        import llama_cpp.llama_cpp as LL
+
+        held = getattr(ctypes.PyDLL(LL._lib._name), name)
+        held.argtypes, held.restype = fn.argtypes, fn.restype
+        return held
+    except (AttributeError, OSError):
+        return fn
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -207,6 +226,7 @@ class LlamaBatchEngine(Engine):
         self._n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self._slots = [_Slot(seq=i) for i in range(parallel)]
         self._pieces: dict[int, bytes] = {}
+        self._sample = _holding_the_gil(L, "llama_sampler_sample")
         self._eog: dict[int, bool] = {}
         self._chat_template = self._meta("tokenizer.chat_template")
         self._bos_text = self._special_text(int(L.llama_vocab_bos(self._vocab)))
@@ -439,7 +459,7 @@ class LlamaBatchEngine(Engine):
                 if not s.pending and s.req is not None and s.eb is not None:
                     self._emit(s.req, s.eb.prompt_processed(s.n_prompt_eval, now - s.t_admit))
             for s, row in sample:
-                tok = int(L.llama_sampler_sample(s.sampler, self._ctx, row))
+                tok = int(self._sample(s.sampler, self._ctx, row))
                 self._on_token(s, tok)
 
     @staticmethod
