@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """``amalia-edge serve`` under load: what the server costs, and what batching buys.
 
-For each model (the bundled demo model; with ``--random`` also a random-weight 180M model
-built by ``tests/factory.py`` whose decode is bandwidth-bound like a real model's), at F16,
-same threads, in one run:
+For each model (the bundled demo model at F16; with ``--random`` also a random-weight 180M
+model built by ``tests/factory.py`` whose decode is bandwidth-bound like a real model's, in
+the ``--random-quants`` types) and each thread layout (``--layouts``), in one run:
 
 1. in-process: ``load_model(...).generate`` decode tokens/s (the baseline: no server);
 2. our server, one client streaming ``/v1/completions``: decode tokens/s seen by the client,
@@ -12,7 +12,18 @@ same threads, in one run:
    ratio to (2) (target >= 2.5x), p50/p99 TTFT;
 4. the same two loads against llama-cpp-python's own server (``python -m llama_cpp.server``,
    which runs one request at a time), when ``llama-cpp-python[server]`` is installed;
-5. start-up: process start to the first ``/health`` 200 (to ``/v1/models`` for llama_cpp.server).
+5. start-up: process start to the first ``/health`` 200 (to ``/v1/models`` for llama_cpp.server);
+6. the batch engine alone in this process (no HTTP), 1 and 4 requests: where a loss is.
+
+Thread layouts: ``2`` (llama.cpp on both cores; the client and the server's event loop
+compete with it), ``1`` (one llama.cpp thread, nothing pinned), ``1p`` (one llama.cpp
+thread pinned to CPU 0 -- the server's engine thread, the in-process baseline and engine --
+and the clients and the server's event loop pinned to CPU 1: as on an appliance whose
+clients are other machines). llama_cpp.server is not pinned (its clients are).
+
+``--ceiling`` measures instead what llama.cpp itself gives: llama-cpp-python's low-level
+``llama_decode`` with one token of 1 vs 4 sequences per call, per quant type and thread
+count (``benchmarks/results/serve_ceiling.json``). No server can batch better than that.
 
 Decode tokens/s is (tokens - 1) / (time of the last streamed token - time of the first), as
 the client sees it; aggregate over 4 clients is the sum of their (tokens - 1) over the span
@@ -21,12 +32,12 @@ with ``ignore_eos`` (ours) so every reply has exactly ``--tokens`` tokens; llama
 has no ``ignore_eos``, so its replies are counted as they come (the JSON says how many).
 Everything is loaded at once and each repetition runs every measurement in turn, so load
 from other jobs on a shared machine hits all of them alike; medians over ``--reps``.
-Also reported: the batch engine alone in this process (no HTTP), to show where a loss is.
 Results: a Markdown table on stdout and ``benchmarks/results/serve_load.json``.
 
 Usage::
 
-    python3 benchmarks/serve_load.py [--random] [--threads 1] [--tokens 128] [--reps 3]
+    python3 benchmarks/serve_load.py [--random] [--layouts 1p,1,2] [--tokens 128] [--reps 3]
+    python3 benchmarks/serve_load.py --ceiling --random
 """
 
 from __future__ import annotations
@@ -457,6 +468,7 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
         ours.close()
         if theirs:
             theirs.close()
+    res["loadavg_1m"] = os.getloadavg()[0]  # other jobs on a shared machine
     res["in_process_tps"] = statistics.median(gen)
     res["engine_tps"] = statistics.median(eng)
     res["engine_n_tps"] = statistics.median(engn)
@@ -544,6 +556,8 @@ def ceiling(models: dict[str, dict[str, Path]], args: argparse.Namespace) -> lis
                         "steps": steps,
                         "one_seq_tps": tps[1],
                         "n_seqs_tps": tps[args.clients],
+                        "reps": args.reps,
+                        "loadavg_1m": os.getloadavg()[0],  # other jobs on a shared machine
                     }
                 )
     return rows
@@ -558,8 +572,9 @@ def main() -> int:
     ap.add_argument("--only-random", action="store_true", help="only the random model")
     ap.add_argument(
         "--random-quants",
-        default="F16",
-        help="comma list of quant types of the random model to serve (default F16)",
+        default="F16,Q8_0",
+        help="comma list of quant types of the random model to serve (default F16,Q8_0: "
+        "Q8_0 batches best of the types a Jetson user runs, see --ceiling)",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -570,8 +585,9 @@ def main() -> int:
     )
     ap.add_argument(
         "--layouts",
+        default="1p,1,2",
         help="comma list of thread layouts to run in turn: N (N threads) or 1p (1 thread, "
-        "pinned as --pin); overrides --threads/--pin",
+        "pinned as --pin); default 1p,1,2; '' for --threads/--pin alone",
     )
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--random-tokens", type=int, default=48)
