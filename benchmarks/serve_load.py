@@ -98,6 +98,23 @@ def pin_threads(pid: int | str, name: str, cpu: int, others: int | None) -> bool
     return found
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``pid``'s threads: the engine's, and all the others
+    (the event loop and whatever uvicorn runs) together."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {"engine": 0.0, "other": 0.0}
+    task = Path(f"/proc/{pid}/task")
+    for tid in os.listdir(task):
+        try:
+            comm = (task / tid / "comm").read_text().strip()
+            fields = (task / tid / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = "engine" if comm == ENGINE_THREAD else "other"
+        out[key] += (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
 class on_cpu:
     """Run the calling thread on ``cpu`` (None: leave it) for the ``with`` block."""
 
@@ -240,6 +257,7 @@ class Direct:
     ) -> None:
         from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
         from amalia_edge.runtime.artifacts import resolve_model
+        from amalia_edge.runtime.backends.llamacpp import gpu_offload
         from amalia_edge.serve.batch import LlamaBatchEngine
 
         self.cpu = cpu
@@ -247,7 +265,9 @@ class Direct:
         self.sp = SamplingParams(temperature=0.0, ignore_eos=True)
         self.model = load_model(gguf, n_ctx=n_ctx, options=opts)
         art = resolve_model(gguf).usable()[0]
-        self.engine = LlamaBatchEngine(art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=False)
+        self.engine = LlamaBatchEngine(
+            art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=gpu_offload(opts)
+        )
         self.engine.start()
         if cpu is not None:
             deadline = time.monotonic() + 10
@@ -438,6 +458,8 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
     except ImportError:
         pass
     direct = Direct(gguf, n_ctx, args.threads, clients, decode_cpu)
+    # the server's CPU per generated token, by thread, averaged over the repetitions
+    cpu_us = {"1": {"engine": 0.0, "other": 0.0}, "n": {"engine": 0.0, "other": 0.0}}
     gen: list[float] = []
     eng: list[float] = []
     engn: list[float] = []
@@ -456,9 +478,18 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
             gen.append(direct.generate(n))
             eng.append(direct.engine_run(n, 1))
             engn.append(direct.engine_run(n, clients))
+            c0 = thread_cpu_s(ours.proc.pid)
             with on_cpu(other_cpu):
                 o1.append(stream_once(ours.port, body))
+            c1 = thread_cpu_s(ours.proc.pid)
             on.append(concurrent(ours.port, body, clients, other_cpu))
+            c2 = thread_cpu_s(ours.proc.pid)
+            for key, a, b, k in (
+                ("1", c0, c1, o1[-1]["n"]),
+                ("n", c1, c2, sum(r["n"] for r in on[-1])),
+            ):
+                for part in ("engine", "other"):
+                    cpu_us[key][part] += (b[part] - a[part]) * 1e6 / k / reps
             if theirs:
                 with on_cpu(other_cpu):
                     t1.append(stream_once(theirs.port, theirs_body))
@@ -473,6 +504,11 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
     res["engine_tps"] = statistics.median(eng)
     res["engine_n_tps"] = statistics.median(engn)
     res["amalia"] = summarize(ours.startup_s, o1, on)
+    # /proc clock ticks are 10 ms: over a few hundred tokens, about ±10 us per token
+    res["amalia"]["cpu_us_per_token"] = {
+        "one_client": cpu_us["1"],
+        "n_clients": cpu_us["n"],
+    }
     res["llama_cpp_server"] = summarize(theirs.startup_s, t1, tn) if theirs else None
     print(json.dumps(res), file=sys.stderr, flush=True)
     return res
