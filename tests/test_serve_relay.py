@@ -69,3 +69,22 @@ def test_relay_delivers_every_event_in_order_and_stops_polling() -> None:
         assert await _run_jobs(relay, jobs=2, tokens=50) == [list(range(50))] * 2
 
     asyncio.run(main())
+
+
+def test_relay_does_not_keep_its_loop_alive() -> None:
+    import gc
+    import weakref
+
+    from amalia_edge.serve.app import _relay, _relays
+
+    async def make() -> None:
+        _relay()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(make())
+    assert loop in _relays
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None

@@ -281,7 +281,9 @@ class _Relay:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # A weak reference: _relays maps loops to relays weakly, and a relay holding its loop
+        # would keep every finished loop (one per test) alive.
+        self._loop = weakref.ref(loop)
         self.items: deque[tuple[asyncio.Queue[Event], Event]] = deque()
         self.active = 0  # jobs registered whose Finished has not been delivered yet
         self.polling = False
@@ -294,16 +296,18 @@ class _Relay:
         # still True is drained by that tick; one appended later sees False and wakes it.
         if not self.polling and not self.wake_pending:
             self.wake_pending = True
-            # RuntimeError: the loop is closed, nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self._wake)
+            loop = self._loop()
+            # None or RuntimeError: the loop is gone or closed, nobody is listening any more.
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._wake)
 
     # event loop ------------------------------------------------------------------------------
     def register(self) -> None:
         self.active += 1
         if not self.polling:
             self.polling = True
-            self.loop.call_later(POLL_S, self._tick)
+            asyncio.get_running_loop().call_later(POLL_S, self._tick)
 
     def unregister(self) -> None:
         """A job that was never submitted (refused): it will get no Finished."""
@@ -316,7 +320,7 @@ class _Relay:
     def _tick(self) -> None:
         self._drain()
         if self.active > 0:
-            self.loop.call_later(POLL_S, self._tick)
+            asyncio.get_running_loop().call_later(POLL_S, self._tick)
         else:
             self.polling = False
             self._drain()
