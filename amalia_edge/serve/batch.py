@@ -131,7 +131,7 @@ def _holding_the_gil(L: Any, name: str) -> Any:
     loop's whole turn (building and writing SSE chunks) even after a call of microseconds.
     Short per-token calls (sampling one row) keep the GIL; ``llama_decode`` (the long one)
     lets go. Measured on the demo model, server ÷ in-process with the decode thread pinned:
-    0.93 before, 0.95-1.00 after (README, serve speed). Falls back to the
+    0.93 before, 0.94-1.00 after (README, serve speed). Falls back to the
     ordinary binding when the library cannot be opened this way."""
     fn = getattr(L, name)
     try:
