@@ -116,6 +116,35 @@ def _cpu_has_amx() -> bool:
         return False
 
 
+def _build_uses_amx(L: Any) -> bool:
+    """Whether this llama.cpp build has AMX kernels (``AMX_INT8 = 1`` in its system info)."""
+    try:
+        return b"AMX_INT8 = 1" in L.llama_print_system_info()
+    except (AttributeError, OSError):
+        return True  # unknown: assume the build that crashed
+
+
+def _holding_the_gil(L: Any, name: str) -> Any:
+    """llama.cpp's function ``name`` called without releasing the GIL (``ctypes.PyDLL``).
+
+    Every ``ctypes.CDLL`` call releases the GIL and takes it back. When the event loop thread
+    is waiting for the GIL, a release hands it over, and the decode thread then waits for the
+    loop's whole turn (building and writing SSE chunks) even after a call of microseconds.
+    Short per-token calls (sampling one row) keep the GIL; ``llama_decode`` (the long one)
+    lets go. Measured on the demo model, server ÷ in-process with the decode thread pinned:
+    0.93 before, 0.94-1.00 after (README, serve speed). Falls back to the
+    ordinary binding when the library cannot be opened this way."""
+    fn = getattr(L, name)
+    try:
+        import llama_cpp.llama_cpp as LL
+
+        held = getattr(ctypes.PyDLL(LL._lib._name), name)
+        held.argtypes, held.restype = fn.argtypes, fn.restype
+        return held
+    except (AttributeError, OSError):
+        return fn
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -157,10 +186,14 @@ class LlamaBatchEngine(Engine):
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = -1 if gpu else 0
         mparams.use_mmap = options.use_mmap
-        # llama-cpp-python 0.3.36's CPU build segfaults in its first llama_decode when
-        # quantized weights are repacked for Intel AMX (seen Dec 2026 on a Xeon with
-        # amx_int8: Q8_0 and Q4_K_M crash, F16 runs); without extra buffer types it runs.
-        if not gpu and _cpu_has_amx():
+        # llama-cpp-python 0.3.36 built with AMX (GGML_NATIVE on a Xeon with amx_int8)
+        # segfaults in its first llama_decode when quantized weights are repacked for AMX
+        # (seen Dec 2026: Q8_0 and Q4_K_M crash, F16 runs); without extra buffer types it
+        # runs. Only that build: elsewhere the extra buffer types (the CPU repack of Q4_0,
+        # Q4_K, Q8_0 weights into interleaved blocks) stay on, as `generate` has them: with
+        # them the AVX2 build decoded a 180M model at Q4_0 50 instead of 37 tokens/s and at
+        # Q4_K_M 63 instead of 51 (raw llama_decode, 1 thread, Dec 2026).
+        if not gpu and _cpu_has_amx() and _build_uses_amx(L):
             mparams.use_extra_bufts = False
         self._model = L.llama_model_load_from_file(str(artifact.path).encode(), mparams)
         if not self._model:
@@ -199,6 +232,8 @@ class LlamaBatchEngine(Engine):
         self._n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self._slots = [_Slot(seq=i) for i in range(parallel)]
         self._pieces: dict[int, bytes] = {}
+        self._sample = _holding_the_gil(L, "llama_sampler_sample")
+        self._eog: dict[int, bool] = {}
         self._chat_template = self._meta("tokenizer.chat_template")
         self._bos_text = self._special_text(int(L.llama_vocab_bos(self._vocab)))
         self._eos_text = self._special_text(int(L.llama_vocab_eos(self._vocab)))
@@ -237,6 +272,13 @@ class LlamaBatchEngine(Engine):
 
     def _special_text(self, tok: int) -> str:
         return "" if tok < 0 else self._token_bytes(tok, True).decode("utf-8", "replace")
+
+    def _is_eog(self, tok: int) -> bool:
+        # Cached: every ctypes call lets the event loop thread take the GIL in between.
+        eog = self._eog.get(tok)
+        if eog is None:
+            eog = self._eog[tok] = bool(self._L.llama_vocab_is_eog(self._vocab, tok))
+        return eog
 
     def _piece(self, tok: int) -> bytes:
         piece = self._pieces.get(tok)
@@ -423,7 +465,7 @@ class LlamaBatchEngine(Engine):
                 if not s.pending and s.req is not None and s.eb is not None:
                     self._emit(s.req, s.eb.prompt_processed(s.n_prompt_eval, now - s.t_admit))
             for s, row in sample:
-                tok = int(L.llama_sampler_sample(s.sampler, self._ctx, row))
+                tok = int(self._sample(s.sampler, self._ctx, row))
                 self._on_token(s, tok)
 
     @staticmethod
@@ -438,7 +480,7 @@ class LlamaBatchEngine(Engine):
     def _on_token(self, s: _Slot, tok: int) -> None:
         req, eb = s.req, s.eb
         assert req is not None and eb is not None
-        if not req.sampling.ignore_eos and self._L.llama_vocab_is_eog(self._vocab, tok):
+        if not req.sampling.ignore_eos and self._is_eog(tok):
             ev = eb.end_token(tok)
             if ev is not None:
                 self._emit(req, ev)

@@ -163,8 +163,12 @@ class Engine(ABC):
             self._cv.notify_all()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="amalia-serve-engine", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=THREAD_NAME, daemon=True)
         self._thread.start()
+
+    def _main(self) -> None:
+        _name_native_thread(THREAD_NAME)
+        self._run()
 
     def drain(self, timeout: float | None = None) -> bool:
         """Stop accepting, let queued and running requests finish; True when all did in time."""
@@ -219,6 +223,26 @@ class Engine(ABC):
 
     def _free(self) -> None:  # noqa: B027 - optional hook
         """Release the model (after the worker stopped)."""
+
+
+# The worker thread's name, also given to the OS thread (``top -H``, ``/proc/PID/task/*/comm``,
+# where benchmarks/serve_load.py finds it to pin it to a core).
+THREAD_NAME = "amalia-engine"
+
+
+def _name_native_thread(name: str) -> None:
+    """Name the calling OS thread (Linux ``prctl(PR_SET_NAME)``; elsewhere nothing)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # 15 = PR_SET_NAME, at most 15 bytes
+    except (OSError, AttributeError):
+        pass
 
 
 def _finish_unstarted(req: GenRequest, reason: str) -> None:
