@@ -158,7 +158,7 @@ if [ "$left" -lt 40 ]; then
 else
     t0=$(date +%s)
     timeout "$left" "$PY" benchmarks/serve_load.py --ctx 512 \
-        ${SERVE_LOAD_ARGS:---random --tokens 128 --random-tokens 128 --reps 2} \
+        ${SERVE_LOAD_ARGS:---random --layouts 4 --random-quants Q8_0,Q4_K_M --tokens 128 --random-tokens 128 --reps 2} \
         --json "$OUT/serve_load.json" >"$OUT/serve_load.md" 2>"$OUT/serve_load.log"
     log "serve_load: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
     cp "${TMPDIR:-/tmp}"/serve_load_*.log "$OUT/" 2>/dev/null

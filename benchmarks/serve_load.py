@@ -319,7 +319,9 @@ def raw_batch_tps(
     each carrying one token of ``n`` sequences (logits for every one), timed; decode tokens/s
     = n × steps / seconds, median over ``reps`` interleaved repetitions. Extra buffer types
     as the batch engine sets them."""
-    import llama_cpp as L
+    from amalia_edge.runtime.native import import_llama_cpp
+
+    L = import_llama_cpp()
     from llama_cpp import _logger
 
     from amalia_edge.serve.batch import _build_uses_amx, _cpu_has_amx
