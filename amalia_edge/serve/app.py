@@ -141,6 +141,12 @@ def _engine(state: ServerState) -> Engine:
     return state.engine
 
 
+def _unsupported(name: str, message: str) -> HTTPError:
+    return HTTPError(
+        400, message, type="invalid_request_error", param=name, code="unsupported_parameter"
+    )
+
+
 def _refuse_unsupported(data: dict[str, Any]) -> None:
     for name, why in REFUSED.items():
         value = data.get(name)
@@ -149,31 +155,13 @@ def _refuse_unsupported(data: dict[str, Any]) -> None:
         if name == "modalities" and value == ["text"]:
             continue
         if value not in (None, False, [], {}, 0, ""):
-            raise HTTPError(
-                400,
-                f"'{name}': {why} by this server",
-                type="invalid_request_error",
-                param=name,
-                code="unsupported_parameter",
-            )
+            raise _unsupported(name, f"'{name}': {why} by this server")
     n = data.get("n")
     if isinstance(n, int) and n > 1:
-        raise HTTPError(
-            400,
-            "'n' > 1 is not supported: send one request per reply",
-            type="invalid_request_error",
-            param="n",
-            code="unsupported_parameter",
-        )
+        raise _unsupported("n", "'n' > 1 is not supported: send one request per reply")
     best_of = data.get("best_of")
     if isinstance(best_of, int) and best_of > 1:
-        raise HTTPError(
-            400,
-            "'best_of' > 1 is not supported",
-            type="invalid_request_error",
-            param="best_of",
-            code="unsupported_parameter",
-        )
+        raise _unsupported("best_of", "'best_of' > 1 is not supported")
 
 
 def _validation_error(exc: ValidationError) -> HTTPError:
