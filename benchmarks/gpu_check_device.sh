@@ -87,14 +87,6 @@ need diskcache "$WHL"/diskcache-*.whl # llama_cpp imports it
 # `amalia-edge serve` for the serve_load step: all of them or none (pydantic with its core)
 need "starlette, uvicorn, pydantic, prometheus_client" "$WHL"/serve/*.whl
 
-case " ${EXTRA_CMAKE_ARGS:-} " in
-*-DGGML_CUDA_FA=OFF*)
-    # No FlashAttention kernels in this build: llama.cpp would run a GPU model's attention on
-    # the CPU if asked for it (amalia-edge asks by default on a GPU).
-    export AMALIA_EDGE_FLASH_ATTN=off
-    log "AMALIA_EDGE_FLASH_ATTN=off (built with -DGGML_CUDA_FA=OFF)"
-    ;;
-esac
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
     log "llama-cpp-python build skipped (SKIP_BUILD=1)"
 elif [ -n "${REUSE_LLAMA_TGZ:-}" ]; then
@@ -103,8 +95,8 @@ elif [ -n "${REUSE_LLAMA_TGZ:-}" ]; then
     log "llama-cpp-python from $REUSE_LLAMA_TGZ: exit $?"
 else
     t0=$(date +%s)
-    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF $CPU_CMAKE_ARGS ${EXTRA_CMAKE_ARGS:-}" \
-        CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    cmake_args="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DLLAVA_BUILD=OFF -DGGML_CUDA_NCCL=OFF $CPU_CMAKE_ARGS ${EXTRA_CMAKE_ARGS:-}"
+    CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
         timeout "$(budget "$BUILD_TIMEOUT")" "$PY" -m pip install --no-build-isolation --no-deps -v \
         --target "$SITE" "$WHL/llama_cpp_python-$LLAMA_VERSION-trimmed.tar.gz" >"$OUT/build.log" 2>&1
     status=$?
@@ -114,11 +106,22 @@ else
     # Keep the build: the next run passes it as REUSE_LLAMA_TGZ instead of building again
     # (on 2026-12-04 one build took 229 s and the next timed out at 245 s, 5 steps short).
     if [ "$status" = 0 ]; then
-        tar -czf "$OUT/llama_cpp_cuda_sm$CUDA_ARCH.tgz" -C "$SITE" llama_cpp \
-            $(cd "$SITE" && ls -d llama_cpp_python-*.dist-info 2>/dev/null)
+        echo "$cmake_args" >"$SITE/llama_cpp/AMALIA_CMAKE_ARGS.txt" # read back on reuse
+        (cd "$SITE" && tar -czf "$OUT/llama_cpp_cuda_sm$CUDA_ARCH.tgz" llama_cpp llama_cpp_python-*.dist-info)
         log "saved the build: $OUT/llama_cpp_cuda_sm$CUDA_ARCH.tgz ($(du -h "$OUT/llama_cpp_cuda_sm$CUDA_ARCH.tgz" | cut -f1))"
     fi
 fi
+
+# The build's options (saved with it, so a reused build says how it was made), else ours.
+built_with=$(cat "$SITE/llama_cpp/AMALIA_CMAKE_ARGS.txt" 2>/dev/null || echo "${EXTRA_CMAKE_ARGS:-}")
+case " $built_with " in
+*-DGGML_CUDA_FA=OFF*)
+    # No FlashAttention kernels in this build: llama.cpp would run a GPU model's attention on
+    # the CPU if asked for it (amalia-edge asks by default on a GPU).
+    export AMALIA_EDGE_FLASH_ATTN=off
+    log "AMALIA_EDGE_FLASH_ATTN=off (built with -DGGML_CUDA_FA=OFF)"
+    ;;
+esac
 
 "$PY" -c "import llama_cpp; print(llama_cpp.__version__, 'gpu_offload', llama_cpp.llama_supports_gpu_offload())" \
     >"$OUT/llama_offload.txt" 2>&1
@@ -126,15 +129,28 @@ log "llama_cpp: $(tail -1 "$OUT/llama_offload.txt")"
 
 # Even without a working build, the check runs: NVML, doctor and the report still say a lot.
 t0=$(date +%s)
-timeout "$(budget "$CHECK_TIMEOUT")" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check" \
-    --work "$WORK" ${GPU_CHECK_ARGS:-} >"$OUT/gpu_check.log" 2>&1
-log "gpu_check: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
+left=$(budget "$CHECK_TIMEOUT")
+if [ "$left" -lt 10 ]; then # `timeout 0` would mean no limit at all
+    log "gpu_check: skipped (only $left s left)"
+else
+    # shellcheck disable=SC2086 # GPU_CHECK_ARGS is a list of options
+    timeout "$left" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check" \
+        --work "$WORK" ${GPU_CHECK_ARGS:-} >"$OUT/gpu_check.log" 2>&1
+    log "gpu_check: exit $? in $(($(date +%s) - t0)) s (124 = timed out)"
+fi
 
 # A native crash in generation: which way of loading crashes (benchmarks/gpu_crash_probe.py,
 # one child per probe), then gdb's backtrace of the CLI if gdb is there.
-if grep -q '"signal"' "$OUT/gpu_check/gpu_check.json" 2>/dev/null; then
-    gguf=$(ls "$WORK"/artifacts-*/*Q4_K_M*.gguf 2>/dev/null | head -1)
-    [ -n "$gguf" ] || gguf=$(ls "$WORK"/artifacts-*/*.gguf 2>/dev/null | head -1)
+# (Only a model-running step's crash: the ONNX Runtime probe's own crash does not count.)
+if "$PY" - "$OUT/gpu_check/gpu_check.json" 2>/dev/null <<'PYEOF'; then
+import json, sys
+steps = json.load(open(sys.argv[1]))["steps"]
+runs = [r for k, r in steps.items() if k == "check_generation" or k.startswith("bench ")]
+runs += list((steps.get("generate") or {}).get("per_quant", {}).values())
+sys.exit(0 if any(r.get("signal") for r in runs) else 1)
+PYEOF
+    gguf=$(find "$WORK" -path '*/artifacts-*/*Q4_K_M*.gguf' 2>/dev/null | head -1)
+    [ -n "$gguf" ] || gguf=$(find "$WORK" -path '*/artifacts-*/*.gguf' 2>/dev/null | sort | head -1)
     left=$(budget 120)
     if [ -n "$gguf" ] && [ "$left" -gt 20 ]; then
         timeout "$left" "$PY" benchmarks/gpu_crash_probe.py "$gguf" --out "$OUT" --timeout 30 \
@@ -157,6 +173,7 @@ if [ "$left" -lt 40 ]; then
     log "serve_load: skipped (only $left s left)"
 else
     t0=$(date +%s)
+    # shellcheck disable=SC2086 # SERVE_LOAD_ARGS is a list of options
     timeout "$left" "$PY" benchmarks/serve_load.py --ctx 512 \
         ${SERVE_LOAD_ARGS:---random --layouts 4 --random-quants Q8_0,Q4_K_M --tokens 128 --random-tokens 128 --reps 2} \
         --json "$OUT/serve_load.json" >"$OUT/serve_load.md" 2>"$OUT/serve_load.log"

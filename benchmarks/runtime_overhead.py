@@ -58,7 +58,9 @@ def _tiny_model(tmp: Path) -> Path:
 
 def _direct_run(llm: Any, ids: list[int], n: int) -> tuple[int, float, float]:
     """(tokens, wall decode tokens/s, tokens per CPU second) calling llama-cpp-python."""
-    import llama_cpp
+    from amalia_edge.runtime.native import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     vocab = llm._model.vocab
     stamps: list[float] = []
@@ -134,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-cli", action="store_true", help="skip the --help / doctor timings")
     args = ap.parse_args(argv)
 
-    import llama_cpp
-
     from amalia_edge.runtime import LoadOptions, load_model
+    from amalia_edge.runtime.native import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()  # after onnxruntime, as amalia-edge loads it
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.model) if args.model else _tiny_model(Path(tmp))

@@ -202,6 +202,10 @@ if [[ -z "$ONNX_INDEX" && -z "${ONNXRUNTIME_GPU_VERSION:-}" && -n "$DETECTED_ORT
 fi
 ORT_VERSION="${ONNXRUNTIME_GPU_VERSION:-$DETECTED_ORT_VERSION}"
 ONNX_INDEX="${ONNX_INDEX:-$DETECTED_ORT_INDEX}"
+if [[ "$SKIP_ONNX" != "1" && -n "${ONNXRUNTIME_GPU_VERSION:-}" && -z "$ONNX_INDEX" ]]; then
+    die "ONNXRUNTIME_GPU_VERSION=$ONNXRUNTIME_GPU_VERSION needs --onnx-index on L4T ${DETECTED_L4T:-unknown}: no wheel index serves onnxruntime-gpu for this release" \
+        "pass --onnx-index URL as well, or unset ONNXRUNTIME_GPU_VERSION to install the table's choice"
+fi
 ORT_FROM="${ORT_WHEEL_URL:+the wheel file $ORT_WHEEL_URL}"
 ORT_FROM="${ORT_FROM:-$ONNX_INDEX}"
 ORT_SKIP_WHY=""

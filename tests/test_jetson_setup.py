@@ -175,6 +175,17 @@ def test_onnx_index_override_replaces_the_jetpack60_wheel_file(tmp_path, monkeyp
     assert "nvidia.box.com" not in r.stdout and "curl" not in r.stdout
 
 
+def test_a_version_without_an_index_on_jetpack60_is_an_error(tmp_path, monkeypatch):
+    """JetPack 6.0's onnxruntime-gpu is a wheel file no index serves: a version alone cannot be
+    installed, and silently skipping it (with the table's text as the reason) misled (review)."""
+    monkeypatch.setenv("ONNXRUNTIME_GPU_VERSION", "1.17.1")
+    r = setup_sh(tmp_path, "agx-orin-32gb-jp60", "--dry-run")
+    assert r.returncode == 1
+    assert "ONNXRUNTIME_GPU_VERSION=1.17.1 needs --onnx-index" in r.stderr
+    assert "setup.sh: fix: pass --onnx-index URL as well" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def _tree_with_release(tmp_path: Path, line: str) -> Path:
     tree = tmp_path / "tree"
     shutil.copytree(BOARDS / "agx-orin-64gb-jp6", tree)

@@ -322,3 +322,26 @@ def test_flash_attention_default_follows_offload_then_the_environment(
     monkeypatch.setenv(FLASH_ATTN_ENV, "maybe")
     with pytest.raises(BackendError, match=FLASH_ATTN_ENV):
         flash_attn_default(None, True)
+
+
+def test_a_quantized_kv_cache_gets_flash_attention_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One rule for the backend, its memory estimate and the server's batch engine: llama.cpp
+    refuses a quantized V cache without flash attention, whatever else asked for."""
+    from amalia_edge.runtime.backends.llamacpp import FLASH_ATTN_ENV, flash_attn_default
+
+    monkeypatch.setenv(FLASH_ATTN_ENV, "off")
+    assert flash_attn_default(LoadOptions(kv_cache_type="q8_0"), False) is True
+    assert flash_attn_default(LoadOptions(kv_cache_type="q4_0", flash_attn=False), True) is True
+    assert flash_attn_default(LoadOptions(kv_cache_type="f16"), True) is False
+
+
+def test_the_batch_engine_takes_a_quantized_kv_cache_on_the_cpu(f16: Path) -> None:
+    """It failed with 'could not create a context' where load_model worked (review, Dec 2026)."""
+    from amalia_edge.runtime.artifacts import inspect_gguf
+    from amalia_edge.serve.batch import LlamaBatchEngine
+
+    opts = LoadOptions(n_threads=1, kv_cache_type="q8_0")
+    engine = LlamaBatchEngine(inspect_gguf(f16), n_ctx=256, parallel=2, options=opts, gpu=False)
+    engine.close()

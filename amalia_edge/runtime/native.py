@@ -6,7 +6,10 @@ SIGSEGV inside onnxruntime's import; the other order ran a model on the GPU in t
 amalia-edge imports both in one process (backend selection probes every backend; ``bench``
 and ``doctor`` use both), so llama.cpp is imported only through :func:`import_llama_cpp`,
 which loads ONNX Runtime first when it is installed. The cost is ONNX Runtime's import time
-(a fraction of a second) in processes that use llama.cpp.
+(a fraction of a second) in processes that use llama.cpp. This is a workaround seen to help,
+not a known cure: on the same machine a llama.cpp load also crashed in processes where
+onnxruntime was never loaded (README, "What was verified"; benchmarks/gpu_crash_probe.py is
+the next step there).
 """
 
 from __future__ import annotations

@@ -259,9 +259,9 @@ class _Relay:
     """Events from the engine thread to the event loop, without a wake-up per token.
 
     ``call_soon_threadsafe`` for every event makes the decode thread wake the sleeping loop
-    thread (a write to the loop's self-pipe and a cross-core wake-up) once per token: 13 % of
-    the demo model's decode rate on the 2-core test machine (Dec 2026: the batch engine alone
-    2198 tokens/s, with one ``call_soon_threadsafe`` per token 1917). So while any reply of
+    thread (a write to the loop's self-pipe and a cross-core wake-up) once per token, a
+    visible share of the demo model's decode time on the 2-core test machine at ~2,000
+    tokens/s (a development measurement; the kept numbers are serve_load's). So while any reply of
     this loop is running, the loop itself collects the events every :data:`POLL_S` (a timer
     on its own core; several tokens that arrived together go out in one write) and the engine
     thread only appends to a deque. When nothing runs, the first event wakes the loop at once.

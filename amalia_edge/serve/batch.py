@@ -131,9 +131,9 @@ def _holding_the_gil(L: Any, name: str) -> Any:
     is waiting for the GIL, a release hands it over, and the decode thread then waits for the
     loop's whole turn (building and writing SSE chunks) even after a call of microseconds.
     Short per-token calls (sampling one row) keep the GIL; ``llama_decode`` (the long one)
-    lets go. Measured on the demo model, server ÷ in-process with the decode thread pinned:
-    0.93 before, 0.94-1.00 after (README, serve speed). Falls back to the
-    ordinary binding when the library cannot be opened this way."""
+    lets go (and on a GPU the engine waits for the step in ``llama_synchronize`` first, so a
+    held call never waits for the GPU). Falls back to the ordinary binding when the library
+    cannot be opened this way."""
     fn = getattr(L, name)
     try:
         import llama_cpp.llama_cpp as LL
@@ -233,6 +233,10 @@ class LlamaBatchEngine(Engine):
         self._slots = [_Slot(seq=i) for i in range(parallel)]
         self._pieces: dict[int, bytes] = {}
         self._sample = _holding_the_gil(L, "llama_sampler_sample")
+        # llama_decode returns before a GPU has finished the step and sampling would wait for
+        # it, holding the GIL (the event loop frozen for the rest of the step): on a GPU the
+        # wait happens here instead, in llama_synchronize, which releases the GIL.
+        self._gpu = gpu
         self._eog: dict[int, bool] = {}
         self._chat_template = self._meta("tokenizer.chat_template")
         self._bos_text = self._special_text(int(L.llama_vocab_bos(self._vocab)))
@@ -446,6 +450,8 @@ class LlamaBatchEngine(Engine):
                 continue
             batch.n_tokens = n
             rc = L.llama_decode(self._ctx, batch)
+            if self._gpu:
+                L.llama_synchronize(self._ctx)
             self.steps += 1
             if rc != 0:
                 msg = f"llama_decode returned {rc}"

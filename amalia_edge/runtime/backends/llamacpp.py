@@ -95,11 +95,22 @@ FLASH_ATTN_ENV = "AMALIA_EDGE_FLASH_ATTN"
 
 def flash_attn_default(options: LoadOptions | None, gpu: bool) -> bool:
     """Flash attention unless said otherwise: ``LoadOptions.flash_attn``, else
-    ``$AMALIA_EDGE_FLASH_ATTN`` (``on`` / ``off``), else on exactly when llama.cpp offloads.
+    ``$AMALIA_EDGE_FLASH_ATTN`` (``on`` / ``off``), else on exactly when llama.cpp offloads;
+    always on for a quantized KV cache, which llama.cpp refuses without it (llama-context.cpp).
 
     The variable is for a CUDA build made without the FlashAttention kernels
     (``-DGGML_CUDA_FA=OFF``, a quicker build): llama.cpp would then run the attention of a
-    GPU model on the CPU. The backend and the server's batch engine both ask this."""
+    GPU model on the CPU. The backend, its memory estimate and the server's batch engine all
+    ask this."""
+    flash = _flash_attn_asked(options, gpu)
+    kv_type = options.kv_cache_type if options is not None else "f16"
+    if not flash and kv_type not in ("f16", "f32", "bf16"):
+        log.info("flash attention enabled: a quantized V cache (%s) needs it", kv_type)
+        return True
+    return flash
+
+
+def _flash_attn_asked(options: LoadOptions | None, gpu: bool) -> bool:
     if options is not None and options.flash_attn is not None:
         return options.flash_attn
     value = os.environ.get(FLASH_ATTN_ENV, "").strip().lower()
@@ -268,10 +279,6 @@ class LlamaCppSession(DecodingSession):
             )
         kv_type = KV_CACHE_GGML_TYPES[options.kv_cache_type]
         flash = flash_attn_default(options, gpu)
-        if options.kv_cache_type not in ("f16", "f32", "bf16") and not flash:
-            # llama.cpp refuses a quantized V cache without flash attention (llama-context.cpp).
-            log.info("flash attention enabled: a quantized V cache needs it")
-            flash = True
         threads = options.n_threads or default_threads()
         self.artifact = artifact
         self.n_ctx = n_ctx
