@@ -567,13 +567,7 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
             return Response(status_code=499)
         if fin.reason == "error":
             raise HTTPError(500, f"generation failed: {fin.error}", type="server_error")
-        metrics.observe(
-            fin.prompt_tokens,
-            fin.completion_tokens,
-            job.token_times,
-            job.t_received,
-            fin.decode_tps,
-        )
+        metrics.observe(fin, job.token_times, job.t_received)
         usage = _usage(fin)
         reason = FINISH.get(fin.reason, "stop")
         if chat:
@@ -696,13 +690,7 @@ def build_app(state: ServerState, *, cors: list[str] | None = None) -> Starlette
                 }
                 yield "data: " + json.dumps(err) + "\n\n"
             else:
-                metrics.observe(
-                    fin.prompt_tokens,
-                    fin.completion_tokens,
-                    job.token_times,
-                    job.t_received,
-                    fin.decode_tps,
-                )
+                metrics.observe(fin, job.token_times, job.t_received)
                 yield chunk(
                     {} if chat else "",
                     FINISH.get(fin.reason, "stop"),

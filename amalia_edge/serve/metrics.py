@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from amalia_edge.runtime.events import Finished
     from amalia_edge.serve.engine import Engine
     from amalia_edge.telemetry import Monitor
 
@@ -117,18 +118,17 @@ class Metrics:
         j = energy_joules(self.monitor.between(t0 - pad, t1 + pad), t0, t1)
         return (None, None) if j is None else (j / (t1 - t0), j)
 
-    def observe(
-        self, prompt: int, completion: int, token_times: list[float], t0: float, tps: float
-    ) -> None:
-        """A finished reply: its token counts, its tokens' times, its decode tokens/s."""
-        self.prompt_tokens.inc(prompt)
-        self.generated_tokens.inc(completion)
+    def observe(self, fin: Finished, token_times: list[float], t0: float) -> None:
+        """A finished reply: its token counts and decode tokens/s (from ``fin``), its tokens'
+        times (``t0``: when the request arrived)."""
+        self.prompt_tokens.inc(fin.prompt_tokens)
+        self.generated_tokens.inc(fin.completion_tokens)
         if token_times:
             self.ttft.observe(token_times[0] - t0)
             for a, b in itertools.pairwise(token_times):
                 self.itl.observe(b - a)
-        if tps > 0:
-            self.tps.set(tps)
+        if fin.decode_tps > 0:
+            self.tps.set(fin.decode_tps)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -105,7 +105,7 @@ def flash_attn_default(options: LoadOptions | None, gpu: bool) -> bool:
     flash = _flash_attn_asked(options, gpu)
     kv_type = options.kv_cache_type if options is not None else "f16"
     if not flash and kv_type not in ("f16", "f32", "bf16"):
-        log.info("flash attention enabled: a quantized V cache (%s) needs it", kv_type)
+        log.debug("flash attention on: a quantized V cache (%s) needs it", kv_type)
         return True
     return flash
 
