@@ -5,7 +5,8 @@ For each model (the bundled demo model at F16; with ``--random`` also a random-w
 model built by ``tests/factory.py`` whose decode is bandwidth-bound like a real model's, in
 the ``--random-quants`` types) and each thread layout (``--layouts``), in one run:
 
-1. in-process: ``load_model(...).generate`` decode tokens/s (the baseline: no server);
+1. in-process: ``load_model(...).generate`` decode tokens/s (the baseline: no server), in a
+   process of its own (see :class:`Direct` for why);
 2. our server, one client streaming ``/v1/completions``: decode tokens/s seen by the client,
    and its ratio to (1) (target >= 0.97);
 3. our server, 4 concurrent clients (``--parallel 4``): aggregate decode tokens/s and its
@@ -13,7 +14,8 @@ the ``--random-quants`` types) and each thread layout (``--layouts``), in one ru
 4. the same two loads against llama-cpp-python's own server (``python -m llama_cpp.server``,
    which runs one request at a time), when ``llama-cpp-python[server]`` is installed;
 5. start-up: process start to the first ``/health`` 200 (to ``/v1/models`` for llama_cpp.server);
-6. the batch engine alone in this process (no HTTP), 1 and 4 requests: where a loss is.
+6. the batch engine alone (no HTTP) in a process of its own, 1 and 4 requests: where a loss
+   is.
 
 Thread layouts: ``2`` (llama.cpp on both cores; the client and the server's event loop
 compete with it), ``1`` (one llama.cpp thread, nothing pinned), ``1p`` (one llama.cpp
@@ -246,68 +248,140 @@ def summarize(
     }
 
 
+def _direct_child(
+    conn: Any, kind: str, gguf: str, n_ctx: int, threads: int, clients: int, cpu: int | None
+) -> None:
+    """A child process holding one in-process baseline (``kind`` "generate" or "engine") and
+    answering ``(n, clients)`` requests with a tokens/s figure, ``None`` to stop."""
+    try:
+        sys.path.insert(0, str(REPO))
+        from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
+
+        opts = LoadOptions(n_threads=threads)
+        sp = SamplingParams(temperature=0.0, ignore_eos=True)
+        if kind == "generate":
+            model = load_model(Path(gguf), n_ctx=n_ctx, options=opts)
+
+            def run(n: int, _c: int) -> float:
+                with on_cpu(cpu):
+                    return float(model.generate(PROMPT, sampling=sp, max_tokens=n).decode_tps)
+
+            close = model.close
+        else:
+            from amalia_edge.runtime.artifacts import resolve_model
+            from amalia_edge.runtime.backends.llamacpp import gpu_offload
+            from amalia_edge.runtime.events import Finished
+            from amalia_edge.serve.batch import LlamaBatchEngine
+            from amalia_edge.serve.engine import GenRequest
+
+            art = resolve_model(Path(gguf)).usable()[0]
+            engine = LlamaBatchEngine(
+                art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=gpu_offload(opts)
+            )
+            engine.start()
+            if cpu is not None:
+                deadline = time.monotonic() + 10
+                while not pin_threads(os.getpid(), ENGINE_THREAD, cpu, None):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the batch engine's thread was not found to pin it")
+                    time.sleep(0.01)
+            ids = engine.tokenize(PROMPT)
+
+            def run(n: int, c: int) -> float:
+                """``c`` requests submitted at once: one's decode tokens/s, or the aggregate
+                (sum of tokens - 1 over first token to last token, as for the HTTP clients)."""
+                done = threading.Semaphore(0)
+                box: list[Finished] = []
+
+                def sink(ev: Any) -> None:
+                    if isinstance(ev, Finished):
+                        box.append(ev)
+                        done.release()
+
+                for _ in range(c):
+                    engine.submit(GenRequest(list(ids), sp, n, sink))
+                for _ in range(c):
+                    done.acquire()
+                if c == 1:
+                    return float(box[0].decode_tps)
+                first = min(f.t_first_token for f in box if f.t_first_token is not None)
+                last = max(f.t_end for f in box)
+                return sum(f.completion_tokens - 1 for f in box) / (last - first)
+
+            close = engine.close
+        conn.send("ready")
+        while (msg := conn.recv()) is not None:
+            conn.send(run(*msg))
+        close()
+        conn.send("closed")
+    except BaseException as exc:  # reported to the parent, which raises it
+        conn.send(f"{type(exc).__name__}: {exc}")
+
+
+class _Child:
+    def __init__(self, kind: str, *args: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, theirs = ctx.Pipe()
+        self.proc = ctx.Process(target=_direct_child, args=(theirs, kind, *args), daemon=True)
+        self.proc.start()
+        self._expect("ready")
+
+    def _expect(self, word: str) -> None:
+        got = self.conn.recv()
+        if got != word:
+            raise RuntimeError(f"the in-process baseline's child failed: {got}")
+
+    def __call__(self, n: int, clients: int = 1) -> float:
+        self.conn.send((n, clients))
+        got = self.conn.recv()
+        if isinstance(got, str):
+            raise RuntimeError(f"the in-process baseline's child failed: {got}")
+        return float(got)
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self._expect("closed")
+        self.proc.join(60)
+
+
 class Direct:
-    """In this process: ``Model.generate`` (the baseline) and the batch engine alone (no HTTP:
-    splits the server's cost into the engine's and the HTTP path's). Both report
+    """The in-process figures: ``Model.generate`` (the baseline) and the batch engine alone
+    (no HTTP: splits the server's cost into the engine's and the HTTP path's). Both report
     ``Finished.decode_tps``, stamped as each token is produced. ``cpu``: run both on that
-    core (the benchmark's main thread and the engine's thread)."""
+    core (the calling thread and the engine's thread).
+
+    Each runs in a process of its own, as `generate` and the server do: llama.cpp's CPU
+    backend runs its threads as OpenMP teams, and libgomp makes every team's threads give up
+    the CPU at each barrier instead of spinning once a process holds more OpenMP threads
+    than there are CPUs. Two 2-thread llama.cpp contexts driven from two threads of one
+    process (this benchmark's main thread and the engine's) are four such threads on two
+    cores: measured on the 2-core machine (Dec 2026, 180M model at Q8_0), `generate` in
+    the same process as a batch engine that had run once fell from 66 to 41 tokens/s and
+    stayed there, and the engine's single sequence ran at 41 where a process of its own
+    gives 67."""
 
     def __init__(
         self, gguf: Path, n_ctx: int, threads: int, clients: int, cpu: int | None = None
     ) -> None:
-        from amalia_edge.runtime import LoadOptions, SamplingParams, load_model
-        from amalia_edge.runtime.artifacts import resolve_model
-        from amalia_edge.runtime.backends.llamacpp import gpu_offload
-        from amalia_edge.serve.batch import LlamaBatchEngine
-
-        self.cpu = cpu
-        opts = LoadOptions(n_threads=threads)
-        self.sp = SamplingParams(temperature=0.0, ignore_eos=True)
-        self.model = load_model(gguf, n_ctx=n_ctx, options=opts)
-        art = resolve_model(gguf).usable()[0]
-        self.engine = LlamaBatchEngine(
-            art, n_ctx=n_ctx, parallel=clients, options=opts, gpu=gpu_offload(opts)
-        )
-        self.engine.start()
-        if cpu is not None:
-            deadline = time.monotonic() + 10
-            while not pin_threads(os.getpid(), ENGINE_THREAD, cpu, None):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the batch engine's thread was not found to pin it")
-                time.sleep(0.01)
-        self.ids = self.engine.tokenize(PROMPT)
+        args = (str(gguf), n_ctx, threads, clients, cpu)
+        self._gen = _Child("generate", *args)
+        try:
+            self._engine = _Child("engine", *args)
+        except BaseException:
+            self._gen.close()
+            raise
 
     def generate(self, n: int) -> float:
-        with on_cpu(self.cpu):
-            return float(self.model.generate(PROMPT, sampling=self.sp, max_tokens=n).decode_tps)
+        return self._gen(n)
 
     def engine_run(self, n: int, clients: int) -> float:
-        """``clients`` requests submitted at once: one's decode tokens/s, or the aggregate
-        (sum of tokens - 1 over first token to last token, as for the HTTP clients)."""
-        from amalia_edge.runtime.events import Finished
-        from amalia_edge.serve.engine import GenRequest
-
-        done = threading.Semaphore(0)
-        box: list[Finished] = []
-
-        def sink(ev: Any) -> None:
-            if isinstance(ev, Finished):
-                box.append(ev)
-                done.release()
-
-        for _ in range(clients):
-            self.engine.submit(GenRequest(list(self.ids), self.sp, n, sink))
-        for _ in range(clients):
-            done.acquire()
-        if clients == 1:
-            return float(box[0].decode_tps)
-        first = min(f.t_first_token for f in box if f.t_first_token is not None)
-        last = max(f.t_end for f in box)
-        return sum(f.completion_tokens - 1 for f in box) / (last - first)
+        return self._engine(n, clients)
 
     def close(self) -> None:
-        self.engine.close()
-        self.model.close()
+        self._engine.close()
+        self._gen.close()
 
 
 def raw_batch_tps(
@@ -610,9 +684,10 @@ def main() -> int:
     ap.add_argument("--only-random", action="store_true", help="only the random model")
     ap.add_argument(
         "--random-quants",
-        default="F16,Q8_0",
-        help="comma list of quant types of the random model to serve (default F16,Q8_0: "
-        "Q8_0 batches best of the types a Jetson user runs, see --ceiling)",
+        default="F16,Q8_0,Q4_0,Q4_K_M",
+        help="comma list of quant types of the random model to serve (default "
+        "F16,Q8_0,Q4_0,Q4_K_M: on an x86 CPU llama.cpp batches Q4_0 best, Q4_K_M worst, see "
+        "--ceiling)",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(

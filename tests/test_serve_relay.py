@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from amalia_edge.runtime.events import Finished, TokenEvent
 from amalia_edge.serve.app import _Relay
@@ -88,3 +89,72 @@ def test_relay_does_not_keep_its_loop_alive() -> None:
     del loop
     gc.collect()
     assert ref() is None
+
+
+def _paced(relay: _Relay, q: asyncio.Queue, tokens: int, gap_s: float) -> threading.Thread:
+    """An engine thread producing one event every ``gap_s`` (a model's step time)."""
+
+    def produce() -> None:
+        for i in range(tokens):
+            time.sleep(gap_s)
+            relay.put(q, _token(i))
+        relay.put(q, _finished(tokens))
+
+    return threading.Thread(target=produce)
+
+
+async def _collect(q: asyncio.Queue) -> tuple[list[int], list[float]]:
+    ids, lag = [], []
+    while not isinstance(ev := await asyncio.wait_for(q.get(), 10), Finished):
+        ids.append(ev.token_id)
+        lag.append(time.perf_counter())
+    return ids, lag
+
+
+def test_relay_slow_steps_wake_the_loop_instead_of_polling() -> None:
+    """Steps of 15 ms (a real model on a CPU or a Jetson): the loop must not tick every
+    millisecond between them (each tick takes a core from llama.cpp's threads); each event
+    wakes it, and a couple of empty ticks later it stops polling again."""
+
+    async def main() -> None:
+        relay = _Relay(asyncio.get_running_loop())
+        q: asyncio.Queue = asyncio.Queue()
+        relay.register()
+        tokens = 20
+        thread = _paced(relay, q, tokens, 0.015)
+        thread.start()
+        ids, _ = await _collect(q)
+        thread.join()
+        assert ids == list(range(tokens))
+        # polling every 1 ms for 20 x 15 ms would be ~300 ticks; one or two per step here
+        assert relay.ticks <= 3 * (tokens + 1), relay.ticks
+        assert relay.wakes >= tokens // 2, relay.wakes
+
+    asyncio.run(main())
+
+
+def test_relay_fast_steps_are_polled_not_woken() -> None:
+    """Steps far shorter than POLL_S (the demo model at ~2,000 tokens/s): the loop keeps
+    polling, and the engine thread wakes it only a few times for hundreds of events."""
+
+    async def main() -> None:
+        relay = _Relay(asyncio.get_running_loop())
+        q: asyncio.Queue = asyncio.Queue()
+        relay.register()
+        tokens = 3000
+
+        def produce() -> None:  # ~0.1 ms per event, in bursts as a decode loop makes them
+            for i in range(tokens):
+                relay.put(q, _token(i))
+                if i % 10 == 9:
+                    time.sleep(0.001)
+            relay.put(q, _finished(tokens))
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        ids, _ = await _collect(q)
+        thread.join()
+        assert ids == list(range(tokens))
+        assert relay.wakes <= tokens // 20, relay.wakes
+
+    asyncio.run(main())

@@ -253,6 +253,11 @@ class _Job:
 
 # How often the event loop collects the engine's events while replies are running.
 POLL_S = 0.001
+# Polling ticks in a row that find no event before the loop goes back to being woken. One
+# was worse than two on the demo model (a gap between two tokens sometimes spans a tick);
+# two served 4 clients of the 180M model with 2 threads at 148-151 tokens/s where
+# polling every POLL_S throughout gave 137-141 (serve_load, Dec 2026, interleaved).
+EMPTY_TICKS = 2
 
 
 class _Relay:
@@ -261,11 +266,15 @@ class _Relay:
     ``call_soon_threadsafe`` for every event makes the decode thread wake the sleeping loop
     thread (a write to the loop's self-pipe and a cross-core wake-up) once per token, a
     visible share of the demo model's decode time on the 2-core test machine at ~2,000
-    tokens/s (a development measurement; the kept numbers are serve_load's). So while any reply of
-    this loop is running, the loop itself collects the events every :data:`POLL_S` (a timer
-    on its own core; several tokens that arrived together go out in one write) and the engine
-    thread only appends to a deque. When nothing runs, the first event wakes the loop at once.
-    Every event is delivered, in order, at most ``POLL_S`` after the engine produced it.
+    tokens/s (a development measurement; the kept numbers are serve_load's). So while events
+    keep coming, the loop itself collects them every :data:`POLL_S` (a timer on its own core;
+    several tokens that arrived together go out in one write) and the engine thread only
+    appends to a deque. :data:`EMPTY_TICKS` ticks in a row that find nothing end the polling:
+    the next event wakes the loop at once, which polls again. A model whose step takes longer
+    than a few ``POLL_S`` is then served by one wake-up and two empty ticks per step instead
+    of a tick every ``POLL_S``, each of which takes a core from llama.cpp's threads while
+    they decode. Every event is delivered, in order, at most ``POLL_S`` after the engine
+    produced it.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -276,12 +285,16 @@ class _Relay:
         self.active = 0  # jobs registered whose Finished has not been delivered yet
         self.polling = False
         self.wake_pending = False
+        self.empty = 0  # polling ticks in a row that found nothing
+        self.wakes = 0  # wake-ups by the engine thread (tests)
+        self.ticks = 0  # polling ticks (tests)
 
     # engine thread ---------------------------------------------------------------------------
     def put(self, q: asyncio.Queue[Event], ev: Event) -> None:
         self.items.append((q, ev))
-        # The loop reads ``polling`` after its last drain, so an event appended while it was
-        # still True is drained by that tick; one appended later sees False and wakes it.
+        # The loop reads ``items`` after it sets ``polling`` to False, so an event appended
+        # while ``polling`` was still True is drained then; one appended later sees False and
+        # wakes it.
         if not self.polling and not self.wake_pending:
             self.wake_pending = True
             loop = self._loop()
@@ -293,33 +306,43 @@ class _Relay:
     # event loop ------------------------------------------------------------------------------
     def register(self) -> None:
         self.active += 1
-        if not self.polling:
-            self.polling = True
-            asyncio.get_running_loop().call_later(POLL_S, self._tick)
+        self._poll()
 
     def unregister(self) -> None:
         """A job that was never submitted (refused): it will get no Finished."""
         self.active -= 1
 
+    def _poll(self) -> None:
+        if not self.polling and self.active > 0:
+            self.polling = True
+            self.empty = 0
+            asyncio.get_running_loop().call_later(POLL_S, self._tick)
+
     def _wake(self) -> None:
+        self.wakes += 1
         self.wake_pending = False
         self._drain()
+        self._poll()
 
     def _tick(self) -> None:
-        self._drain()
-        if self.active > 0:
+        self.ticks += 1
+        self.empty = 0 if self._drain() else self.empty + 1
+        if self.empty < EMPTY_TICKS and self.active > 0:
             asyncio.get_running_loop().call_later(POLL_S, self._tick)
         else:
             self.polling = False
             self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
         items = self.items
+        n = 0
         while items:
             q, ev = items.popleft()
             q.put_nowait(ev)
+            n += 1
             if isinstance(ev, Finished):
                 self.active -= 1
+        return n
 
 
 _relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Relay] = weakref.WeakKeyDictionary()
