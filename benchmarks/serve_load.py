@@ -319,6 +319,8 @@ def _direct_child(
 
 
 class _Child:
+    """One :func:`_direct_child` process and its end of the pipe."""
+
     def __init__(self, kind: str, *args: Any) -> None:
         import multiprocessing
 
@@ -326,24 +328,47 @@ class _Child:
         self.conn, theirs = ctx.Pipe()
         self.proc = ctx.Process(target=_direct_child, args=(theirs, kind, *args), daemon=True)
         self.proc.start()
-        self._expect("ready")
+        theirs.close()  # the child's end: a child that dies makes recv() fail instead of hang
+        try:
+            self._expect("ready")
+        except RuntimeError:
+            self.close()
+            raise
+
+    def _recv(self) -> Any:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            raise RuntimeError(
+                f"the in-process baseline's child died (exit code {self.proc.exitcode})"
+            ) from None
 
     def _expect(self, word: str) -> None:
-        got = self.conn.recv()
+        got = self._recv()
         if got != word:
             raise RuntimeError(f"the in-process baseline's child failed: {got}")
 
     def __call__(self, n: int, clients: int = 1) -> float:
         self.conn.send((n, clients))
-        got = self.conn.recv()
+        got = self._recv()
         if isinstance(got, str):
             raise RuntimeError(f"the in-process baseline's child failed: {got}")
         return float(got)
 
     def close(self) -> None:
-        self.conn.send(None)
-        self._expect("closed")
-        self.proc.join(60)
+        """Stop the child; one that already failed or died is only reaped."""
+        try:
+            if self.proc.is_alive():
+                self.conn.send(None)
+                self._expect("closed")
+        except (OSError, RuntimeError):
+            pass  # the error that matters was raised already
+        finally:
+            self.conn.close()
+            self.proc.join(60)
+            if self.proc.is_alive():
+                self.proc.kill()
 
 
 class Direct:
@@ -353,14 +378,14 @@ class Direct:
     core (the calling thread and the engine's thread).
 
     Each runs in a process of its own, as `generate` and the server do: llama.cpp's CPU
-    backend runs its threads as OpenMP teams, and libgomp makes every team's threads give up
-    the CPU at each barrier instead of spinning once a process holds more OpenMP threads
-    than there are CPUs. Two 2-thread llama.cpp contexts driven from two threads of one
-    process (this benchmark's main thread and the engine's) are four such threads on two
-    cores: measured on the 2-core machine (Dec 2026, 180M model at Q8_0), `generate` in
+    backend runs its threads as OpenMP teams, one per calling thread, and two 2-thread teams
+    alive in one process (this benchmark's main thread and the engine's) are four threads on
+    two cores. Measured on the 2-core machine (Dec 2026, 180M model at Q8_0): `generate` in
     the same process as a batch engine that had run once fell from 66 to 41 tokens/s and
     stayed there, and the engine's single sequence ran at 41 where a process of its own
-    gives 67."""
+    gives 67; 35-41 is also what `OMP_WAIT_POLICY=passive` (threads sleep at every barrier
+    instead of spinning) gives a single team, so libgomp seems to stop spinning once a
+    process holds more OpenMP threads than CPUs (benchmarks/results/serve_load.md)."""
 
     def __init__(
         self, gguf: Path, n_ctx: int, threads: int, clients: int, cpu: int | None = None
@@ -533,7 +558,7 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
         )
     except ImportError:
         pass
-    direct = Direct(gguf, n_ctx, args.threads, clients, decode_cpu)
+    direct: Direct | None = None
     # the server's CPU per generated token, by thread, averaged over the repetitions
     cpu_us = {"1": {"engine": 0.0, "other": 0.0}, "n": {"engine": 0.0, "other": 0.0}}
     gen: list[float] = []
@@ -544,6 +569,7 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
     t1: list[dict[str, Any]] = []
     tn: list[list[dict[str, Any]]] = []
     try:
+        direct = Direct(gguf, n_ctx, args.threads, clients, decode_cpu)
         direct.generate(8), direct.engine_run(8, 1)  # warm-up
         with on_cpu(other_cpu):
             stream_once(ours.port, {**body, "max_tokens": 8})
@@ -571,10 +597,13 @@ def bench_model(label: str, gguf: Path, args: argparse.Namespace) -> dict[str, A
                     t1.append(stream_once(theirs.port, theirs_body))
                 tn.append(concurrent(theirs.port, theirs_body, clients, other_cpu))
     finally:
-        direct.close()
-        ours.close()
-        if theirs:
-            theirs.close()
+        try:
+            if direct is not None:
+                direct.close()
+        finally:
+            ours.close()
+            if theirs:
+                theirs.close()
     res["loadavg_1m"] = os.getloadavg()[0]  # other jobs on a shared machine
     res["in_process_tps"] = statistics.median(gen)
     res["engine_tps"] = statistics.median(eng)

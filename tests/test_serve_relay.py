@@ -103,12 +103,11 @@ def _paced(relay: _Relay, q: asyncio.Queue, tokens: int, gap_s: float) -> thread
     return threading.Thread(target=produce)
 
 
-async def _collect(q: asyncio.Queue) -> tuple[list[int], list[float]]:
-    ids, lag = [], []
+async def _collect(q: asyncio.Queue) -> list[int]:
+    ids = []
     while not isinstance(ev := await asyncio.wait_for(q.get(), 10), Finished):
         ids.append(ev.token_id)
-        lag.append(time.perf_counter())
-    return ids, lag
+    return ids
 
 
 def test_relay_slow_steps_wake_the_loop_instead_of_polling() -> None:
@@ -123,7 +122,7 @@ def test_relay_slow_steps_wake_the_loop_instead_of_polling() -> None:
         tokens = 20
         thread = _paced(relay, q, tokens, 0.015)
         thread.start()
-        ids, _ = await _collect(q)
+        ids = await _collect(q)
         thread.join()
         assert ids == list(range(tokens))
         # polling every 1 ms for 20 x 15 ms would be ~300 ticks; one or two per step here
@@ -143,18 +142,19 @@ def test_relay_fast_steps_are_polled_not_woken() -> None:
         relay.register()
         tokens = 3000
 
-        def produce() -> None:  # ~0.1 ms per event, in bursts as a decode loop makes them
+        def produce() -> None:  # bursts of 10 events with short pauses, far under POLL_S
             for i in range(tokens):
                 relay.put(q, _token(i))
                 if i % 10 == 9:
-                    time.sleep(0.001)
+                    time.sleep(0.0002)
             relay.put(q, _finished(tokens))
 
         thread = threading.Thread(target=produce)
         thread.start()
-        ids, _ = await _collect(q)
+        ids = await _collect(q)
         thread.join()
         assert ids == list(range(tokens))
-        assert relay.wakes <= tokens // 20, relay.wakes
+        # a wake-up per burst would be 300; polling throughout, a handful
+        assert relay.wakes <= tokens // 30, relay.wakes
 
     asyncio.run(main())

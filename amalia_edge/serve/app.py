@@ -253,10 +253,10 @@ class _Job:
 
 # How often the event loop collects the engine's events while replies are running.
 POLL_S = 0.001
-# Polling ticks in a row that find no event before the loop goes back to being woken. One
-# was worse than two on the demo model (a gap between two tokens sometimes spans a tick);
-# two served 4 clients of the 180M model with 2 threads at 148-151 tokens/s where
-# polling every POLL_S throughout gave 137-141 (serve_load, Dec 2026, interleaved).
+# Polling ticks in a row that find no event before the loop goes back to being woken. Two
+# served 4 clients of the 180M model with 2 threads at 148-151 tokens/s where polling every
+# POLL_S throughout gave 137-141 (serve_load, Dec 2026, two interleaved rounds); one looked
+# worse on the demo model, within its run-to-run swing.
 EMPTY_TICKS = 2
 
 
@@ -272,9 +272,9 @@ class _Relay:
     appends to a deque. :data:`EMPTY_TICKS` ticks in a row that find nothing end the polling:
     the next event wakes the loop at once, which polls again. A model whose step takes longer
     than a few ``POLL_S`` is then served by one wake-up and two empty ticks per step instead
-    of a tick every ``POLL_S``, each of which takes a core from llama.cpp's threads while
-    they decode. Every event is delivered, in order, at most ``POLL_S`` after the engine
-    produced it.
+    of a tick every ``POLL_S``, each of which probably takes a core from llama.cpp's threads
+    for a moment when they run on every core. Every event is delivered, in order, at most
+    ``POLL_S`` after the engine produced it.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
